@@ -1,0 +1,339 @@
+"""Spec files (datasets, protocols, baselines) loaded into frozen dataclasses.
+
+Specs are TOML files in the top-level `datasets/`, `protocols/` and
+`baselines/` folders; the wheel ships them under `benchmark/specs/`. Each file
+is validated against the dataclass that describes it: unknown keys, missing
+keys, wrong types and out-of-range values are rejected with one line naming the
+file, the field and what is expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from benchmark.errors import UserError, unknown_name
+
+SPEC_KINDS = ("datasets", "protocols", "baselines")
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+MD5_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+
+ARCHITECTURES = ("resnet_cifar",)
+LOSSES = ("ns",)
+D_NORMALIZATIONS = ("none", "spectral")
+PENALTIES = ("none",)
+
+
+def _check(**constraints: Any) -> dict[str, Any]:
+    """Return dataclass field metadata holding validation constraints."""
+    return {"check": constraints}
+
+
+# ----------------------------------------------------------------------------
+# Dataset specs
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where the official release of a dataset comes from and how to check it."""
+
+    url: str
+    filename: str
+    md5: str = field(metadata=_check(pattern=MD5_PATTERN))
+    member_md5: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A prepared dataset: image shape, exact split counts and source."""
+
+    name: str = field(metadata=_check(pattern=NAME_PATTERN))
+    version: int = field(metadata=_check(min=1))
+    description: str
+    resolution: int = field(metadata=_check(min=1))
+    channels: int = field(metadata=_check(choices=(1, 3)))
+    splits: dict[str, int]
+    source: SourceSpec
+    preprocessing: str
+    path: str = ""
+
+
+# ----------------------------------------------------------------------------
+# Protocol specs
+
+
+@dataclass(frozen=True)
+class ExtractorRequirement:
+    """The feature network a protocol accepts, pinned by file hashes."""
+
+    name: str
+    sha256: tuple[str, ...] = field(metadata=_check(pattern=SHA256_PATTERN))
+
+
+@dataclass(frozen=True)
+class ProtocolDataset:
+    """Sample counts and reference split of one dataset under a protocol."""
+
+    real_split: str
+    real_count: int = field(metadata=_check(min=2))
+    fake_count: int = field(metadata=_check(min=2))
+
+
+@dataclass(frozen=True)
+class ProtocolSpec:
+    """Everything that moves a reported metric: counts, split, network, resize."""
+
+    name: str = field(metadata=_check(pattern=NAME_PATTERN))
+    version: int = field(metadata=_check(min=1))
+    description: str
+    extractor: ExtractorRequirement
+    resize: str = field(metadata=_check(choices=("tf1_bilinear",)))
+    image_size: int = field(metadata=_check(min=1))
+    inception_batch: int = field(metadata=_check(min=1))
+    fake_seed: int = field(metadata=_check(min=0))
+    quantize_fakes: bool
+    kid_block_size: int = field(metadata=_check(min=2))
+    is_splits: int = field(metadata=_check(min=1))
+    datasets: dict[str, ProtocolDataset]
+    path: str = ""
+
+    def for_dataset(self, dataset: str) -> ProtocolDataset:
+        """Return the counts for `dataset`, or raise a one-line error."""
+        try:
+            return self.datasets[dataset]
+        except KeyError:
+            raise UserError(
+                f"protocol {self.name!r} has no entry for dataset {dataset!r}; "
+                f"it covers {', '.join(sorted(self.datasets))}"
+            ) from None
+
+
+# ----------------------------------------------------------------------------
+# Baseline specs
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """Adam settings as compare_gan used them (same for G and D)."""
+
+    name: str = field(metadata=_check(choices=("adam",)))
+    lr: float = field(metadata=_check(min_exclusive=0.0))
+    beta1: float = field(metadata=_check(min=0.0, max=1.0))
+    beta2: float = field(metadata=_check(min=0.0, max=1.0))
+
+
+@dataclass(frozen=True)
+class PublishedResult:
+    """A number published for a baseline and where it comes from."""
+
+    fid: float = field(metadata=_check(min=0.0))
+    source: str
+    protocol: str
+
+
+@dataclass(frozen=True)
+class BaselineSpec:
+    """A named model configuration: architecture, loss, normalisation, training."""
+
+    name: str = field(metadata=_check(pattern=NAME_PATTERN))
+    version: int = field(metadata=_check(min=1))
+    description: str
+    dataset: str
+    architecture: str = field(metadata=_check(choices=ARCHITECTURES))
+    loss: str = field(metadata=_check(choices=LOSSES))
+    d_norm: str = field(metadata=_check(choices=D_NORMALIZATIONS))
+    penalty: str = field(metadata=_check(choices=PENALTIES))
+    penalty_weight: float = field(metadata=_check(min=0.0))
+    z_dim: int = field(metadata=_check(min=1))
+    batch_size: int = field(metadata=_check(min=2))
+    steps: int = field(metadata=_check(min=1))
+    n_disc: int = field(metadata=_check(min=1))
+    checkpoint_every: int = field(metadata=_check(min=1))
+    eval_every: int = field(metadata=_check(min=1))
+    optimizer: OptimizerSpec
+    published: PublishedResult | None = None
+    path: str = ""
+
+
+SpecT = TypeVar("SpecT")
+
+
+# ----------------------------------------------------------------------------
+# Validation
+
+
+def _describe(constraints: dict[str, Any], kind: str) -> str:
+    parts = [kind]
+    if "choices" in constraints:
+        parts = [f"one of {', '.join(repr(c) for c in constraints['choices'])}"]
+    if "min" in constraints:
+        parts.append(f">= {constraints['min']}")
+    if "min_exclusive" in constraints:
+        parts.append(f"> {constraints['min_exclusive']}")
+    if "max" in constraints:
+        parts.append(f"<= {constraints['max']}")
+    if "pattern" in constraints:
+        parts.append(f"matching {constraints['pattern'].pattern}")
+    return " ".join(parts)
+
+
+def _fail(source: str, where: str, expected: str, value: Any) -> UserError:
+    return UserError(f"{source}: field {where!r}: expected {expected}, got {value!r}")
+
+
+def _check_scalar(value: Any, kind: type, constraints: dict, source: str, where: str):
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    expected = _describe(constraints, names[kind])
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok:
+            value = float(value)
+            ok = math.isfinite(value)
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise _fail(source, where, expected, value)
+    if "choices" in constraints and value not in constraints["choices"]:
+        raise _fail(source, where, expected, value)
+    if "min" in constraints and value < constraints["min"]:
+        raise _fail(source, where, expected, value)
+    if "min_exclusive" in constraints and value <= constraints["min_exclusive"]:
+        raise _fail(source, where, expected, value)
+    if "max" in constraints and value > constraints["max"]:
+        raise _fail(source, where, expected, value)
+    if "pattern" in constraints and not constraints["pattern"].match(value):
+        raise _fail(source, where, expected, value)
+    return value
+
+
+def _convert(value: Any, annotation: Any, constraints: dict, source: str, where: str):
+    origin = typing.get_origin(annotation)
+    arguments = typing.get_args(annotation)
+    if origin in (types.UnionType, typing.Union):
+        # Only `X | None` is used: None is written by leaving the table out.
+        inner = next(a for a in arguments if a is not type(None))
+        return _convert(value, inner, constraints, source, where)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise _fail(source, where, "a table", value)
+        return _build(annotation, value, source, where + ".")
+    if origin is tuple:
+        if not isinstance(value, list) or not value:
+            raise _fail(source, where, "a non-empty list", value)
+        return tuple(
+            _convert(item, arguments[0], constraints, source, f"{where}[{index}]")
+            for index, item in enumerate(value)
+        )
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _fail(source, where, "a table", value)
+        return {
+            key: _convert(item, arguments[1], constraints, source, f"{where}.{key}")
+            for key, item in value.items()
+        }
+    return _check_scalar(value, annotation, constraints, source, where)
+
+
+def _build(cls: type[SpecT], table: dict[str, Any], source: str, prefix: str = "") -> SpecT:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise UserError(
+            f"{source}: unknown field {prefix + unknown[0]!r}; "
+            f"allowed fields are {', '.join(prefix + name for name in fields)}"
+        )
+    values = {}
+    for name, spec_field in fields.items():
+        where = prefix + name
+        if name not in table:
+            has_default = (
+                spec_field.default is not dataclasses.MISSING
+                or spec_field.default_factory is not dataclasses.MISSING
+            )
+            if not has_default:
+                raise UserError(f"{source}: missing field {where!r}")
+            continue
+        constraints = spec_field.metadata.get("check", {})
+        values[name] = _convert(table[name], hints[name], constraints, source, where)
+    return cls(**values)
+
+
+# ----------------------------------------------------------------------------
+# Lookup
+
+
+def spec_directory(kind: str) -> Path:
+    """Return the folder of packaged specs of one kind.
+
+    An installed wheel holds them in `benchmark/specs/<kind>/`; an editable
+    install reads the top-level folders of the repository.
+    """
+    if kind not in SPEC_KINDS:
+        raise ValueError(f"unknown spec kind {kind!r}")
+    packaged = Path(__file__).parent / kind
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / kind
+
+
+def available(kind: str) -> list[str]:
+    """List the names of the packaged specs of one kind."""
+    return sorted(path.stem for path in spec_directory(kind).glob("*.toml"))
+
+
+def _load(kind: str, cls: type[SpecT], name_or_path: str | os.PathLike) -> SpecT:
+    text = str(name_or_path)
+    if text.endswith(".toml") or os.sep in text:
+        path = Path(text)
+        if not path.is_file():
+            raise UserError(f"spec file not found: {text!r}")
+    else:
+        path = spec_directory(kind) / f"{text}.toml"
+        if not path.is_file():
+            raise unknown_name(kind.rstrip("s"), text, available(kind))
+    source = str(path)
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{source}: invalid TOML: {error}") from error
+    spec = _build(cls, table, source)
+    if spec.name != path.stem:
+        raise UserError(
+            f"{source}: field 'name' is {spec.name!r} but the file is named "
+            f"{path.name!r}; make them agree"
+        )
+    return dataclasses.replace(spec, path=source)
+
+
+def load_dataset(name_or_path: str | os.PathLike) -> DatasetSpec:
+    """Load a dataset spec by packaged name or by path to a TOML file."""
+    return _load("datasets", DatasetSpec, name_or_path)
+
+
+def load_protocol(name_or_path: str | os.PathLike) -> ProtocolSpec:
+    """Load a protocol spec by packaged name or by path to a TOML file."""
+    return _load("protocols", ProtocolSpec, name_or_path)
+
+
+def load_baseline(name_or_path: str | os.PathLike) -> BaselineSpec:
+    """Load a baseline spec by packaged name or by path to a TOML file."""
+    return _load("baselines", BaselineSpec, name_or_path)
+
+
+def as_dict(spec: Any) -> dict[str, Any]:
+    """Return a spec as plain JSON-ready data (tuples become lists)."""
+    return dataclasses.asdict(spec)
