@@ -1,0 +1,345 @@
+"""The deterministic training loop, following compare_gan v2.
+
+Per step t = 1 .. steps (one step = one D update, as compare_gan counts):
+
+1. take the next batch of real images (order: one permutation of the
+   training split per epoch, drawn from the `data` stream);
+2. draw z ~ U(-1, 1) of shape [batch, z_dim] from the `latent` stream of
+   step t;
+3. update D on (real, G(z)); G runs in training mode, so its batch-norm
+   statistics move as they did in compare_gan;
+4. if (t - 1) % n_disc == 0, update G with the same z (compare_gan v2 feeds
+   the D step's z to the G step too).
+
+Spectral norm runs one power iteration per D update and one per G update,
+as compare_gan's `u_var` assignment fires in both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from tqdm import tqdm
+
+from benchmark.errors import DivergedError, UserError
+from benchmark.fileio import append_json_line, atomic_write_bytes, ensure_directory
+from benchmark.models import build_models
+from benchmark.training import checkpoint as checkpoints
+from benchmark.training import determinism
+from benchmark.training.losses import DISCRIMINATOR_LOSSES, GENERATOR_LOSSES
+
+logger = logging.getLogger(__name__)
+
+LOG_EVERY = 100
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The resolved settings that determine a trained model, bit for bit."""
+
+    architecture: str
+    z_dim: int
+    d_norm: str
+    loss: str
+    penalty: str
+    penalty_weight: float
+    batch_size: int
+    steps: int
+    n_disc: int
+    lr: float
+    beta1: float
+    beta2: float
+    checkpoint_every: int
+    eval_every: int
+
+    def digest(self) -> str:
+        """Return SHA-256 of the settings that change the trained weights."""
+        fields = asdict(self)
+        # How often weights are saved or evaluated does not change them.
+        fields.pop("checkpoint_every")
+        fields.pop("eval_every")
+        fields.pop("steps")
+        text = json.dumps(fields, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def save_steps(self) -> set[int]:
+        """Return every step at which a checkpoint is written."""
+        saved = set(range(self.checkpoint_every, self.steps + 1, self.checkpoint_every))
+        saved |= self.eval_steps()
+        return saved
+
+    def eval_steps(self) -> set[int]:
+        """Return every step at which the model is evaluated (always the last)."""
+        steps = set(range(self.eval_every, self.steps + 1, self.eval_every))
+        steps.add(self.steps)
+        return steps
+
+
+def images_to_unit_interval(batch: torch.Tensor) -> torch.Tensor:
+    """Convert uint8 NHWC images in [0, 255] to float32 NCHW in [0, 1].
+
+    This is the scaling compare_gan applies to real images before D sees them.
+    """
+    return batch.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+
+
+def sample_latents(run_seed: int, step: int, batch_size: int, z_dim: int) -> torch.Tensor:
+    """Return z ~ U(-1, 1) of shape [batch_size, z_dim] for one training step."""
+    seed = determinism.derive_seed(run_seed, determinism.STREAM_LATENT, step)
+    rng = torch.Generator().manual_seed(seed)
+    return torch.rand(batch_size, z_dim, generator=rng).mul_(2.0).sub_(1.0)
+
+
+class BatchSampler:
+    """Real-image indices for each step: a fresh permutation per epoch.
+
+    Stateless: the indices of step t depend only on the run seed, t, the batch
+    size and the split size, so a resumed run reads the same batches.
+    """
+
+    def __init__(self, run_seed: int, count: int, batch_size: int):
+        self.run_seed = run_seed
+        self.count = count
+        self.batch_size = batch_size
+        self._epoch = -1
+        self._permutation = np.empty(0, dtype=np.int64)
+
+    def _permutation_of(self, epoch: int) -> np.ndarray:
+        if epoch != self._epoch:
+            seed = determinism.derive_seed(self.run_seed, determinism.STREAM_DATA, epoch)
+            self._permutation = np.random.default_rng(seed).permutation(self.count)
+            self._epoch = epoch
+        return self._permutation
+
+    def indices(self, step: int) -> np.ndarray:
+        """Return the dataset indices of step `step` (1-based)."""
+        start = (step - 1) * self.batch_size
+        picked = []
+        for position in range(start, start + self.batch_size):
+            epoch, offset = divmod(position, self.count)
+            picked.append(self._permutation_of(epoch)[offset])
+        return np.asarray(picked, dtype=np.int64)
+
+
+@dataclass
+class TrainingState:
+    """Everything that changes during training."""
+
+    generator: nn.Module
+    discriminator: nn.Module
+    g_optimizer: torch.optim.Optimizer
+    d_optimizer: torch.optim.Optimizer
+    step: int
+
+
+def make_state(config: TrainConfig, run_seed: int, device: torch.device) -> TrainingState:
+    """Build models and optimisers at step 0."""
+    init_seed = determinism.derive_seed(run_seed, determinism.STREAM_INIT)
+    generator, discriminator = build_models(
+        config.architecture, config.z_dim, config.d_norm, init_seed
+    )
+    generator.to(device).train()
+    discriminator.to(device).train()
+    betas = (config.beta1, config.beta2)
+    g_optimizer = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=betas)
+    d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=betas)
+    return TrainingState(generator, discriminator, g_optimizer, d_optimizer, step=0)
+
+
+def state_dict(state: TrainingState, config: TrainConfig, run_seed: int) -> dict:
+    """Return the checkpoint contents of a training state."""
+    return {
+        "step": state.step,
+        "run_seed": run_seed,
+        "config_digest": config.digest(),
+        "config": asdict(config),
+        "generator": state.generator.state_dict(),
+        "discriminator": state.discriminator.state_dict(),
+        "g_optimizer": state.g_optimizer.state_dict(),
+        "d_optimizer": state.d_optimizer.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+    }
+
+
+def restore(state: TrainingState, saved: dict, config: TrainConfig, run_seed: int, path: Path):
+    """Load a checkpoint into `state`, refusing one from another config or seed."""
+    if saved.get("config_digest") != config.digest() or saved.get("run_seed") != run_seed:
+        raise UserError(
+            f"checkpoint {str(path)!r} was written by a different configuration or "
+            "seed; use a new --out directory or delete the old run"
+        )
+    state.generator.load_state_dict(saved["generator"])
+    state.discriminator.load_state_dict(saved["discriminator"])
+    state.g_optimizer.load_state_dict(saved["g_optimizer"])
+    state.d_optimizer.load_state_dict(saved["d_optimizer"])
+    torch.set_rng_state(saved["torch_rng"])
+    state.step = int(saved["step"])
+
+
+def train_step(
+    state: TrainingState,
+    config: TrainConfig,
+    real: torch.Tensor,
+    z: torch.Tensor,
+    step: int,
+) -> tuple[float, float | None]:
+    """Run one D update and, every n_disc steps, one G update.
+
+    Args:
+        real: [B, 3, H, W] float32 in [0, 1].
+        z: [B, z_dim] float32 in [-1, 1].
+        step: 1-based step number.
+
+    Returns:
+        The D loss and the G loss (None when G was not updated).
+    """
+    generator, discriminator = state.generator, state.discriminator
+    d_loss_fn = DISCRIMINATOR_LOSSES[config.loss]
+    g_loss_fn = GENERATOR_LOSSES[config.loss]
+
+    # D update. Within one update, D sees one set of normalised weights, so
+    # spectral norm runs a single power iteration for the real and fake passes.
+    with torch.no_grad():
+        fake = generator(z)
+    with parametrize.cached():
+        d_loss = d_loss_fn(discriminator(real), discriminator(fake))
+    state.d_optimizer.zero_grad(set_to_none=True)
+    d_loss.backward()
+    state.d_optimizer.step()
+
+    g_loss = None
+    if (step - 1) % config.n_disc == 0:
+        fake = generator(z)
+        g_loss = g_loss_fn(discriminator(fake))
+        state.g_optimizer.zero_grad(set_to_none=True)
+        g_loss.backward()
+        # D's gradients from this pass are never applied: the next D update
+        # zeroes them first.
+        state.g_optimizer.step()
+    return d_loss.item(), (g_loss.item() if g_loss is not None else None)
+
+
+EvaluateFn = Callable[[int, nn.Module], None]
+
+
+def train(
+    config: TrainConfig,
+    run_seed: int,
+    train_images: torch.Tensor,
+    run_dir: Path,
+    device: torch.device,
+    evaluate: EvaluateFn | None = None,
+    evaluated_steps: Callable[[], set[int]] = set,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> TrainingState:
+    """Train (or resume) one run and evaluate at the configured steps.
+
+    Args:
+        config: resolved settings.
+        run_seed: the run's seed; every stream is derived from it.
+        train_images: [N, H, W, C] uint8 tensor of the training split.
+        run_dir: folder for `checkpoints/` and `train.jsonl`.
+        device: where the models run; z and data order are drawn on the CPU.
+        evaluate: called as evaluate(step, generator) after the checkpoint of
+            each evaluation step is on disk.
+        evaluated_steps: returns the steps already evaluated, so that a resumed
+            run evaluates a saved checkpoint whose evaluation was interrupted.
+        progress: show a tqdm bar on stderr.
+        stop_after: stop after this step (for tests of resumption).
+
+    Raises:
+        DivergedError: a loss became NaN or infinite.
+    """
+    ensure_directory(run_dir)
+    checkpoint_dir = run_dir / "checkpoints"
+    log_path = run_dir / "train.jsonl"
+    state = make_state(config, run_seed, device)
+    saved = checkpoints.list_checkpoints(checkpoint_dir)
+    if saved:
+        step, path = saved[-1]
+        restore(state, checkpoints.load_checkpoint(path), config, run_seed, path)
+        logger.info("resuming run seed %d from %s (step %d)", run_seed, path, step)
+        _truncate_log(log_path, step)
+        if evaluate and step in config.eval_steps() and step not in evaluated_steps():
+            evaluate(step, state.generator)
+
+    sampler = BatchSampler(run_seed, len(train_images), config.batch_size)
+    last = config.steps if stop_after is None else min(stop_after, config.steps)
+    bar = tqdm(
+        total=config.steps,
+        initial=state.step,
+        unit="step",
+        desc=f"seed {run_seed}",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    started = time.perf_counter()
+    g_loss_last = math.nan
+    with bar:
+        for step in range(state.step + 1, last + 1):
+            indices = torch.from_numpy(sampler.indices(step))
+            real = images_to_unit_interval(train_images[indices]).to(device)
+            z = sample_latents(run_seed, step, config.batch_size, config.z_dim).to(device)
+            d_loss, g_loss = train_step(state, config, real, z, step)
+            if g_loss is not None:
+                g_loss_last = g_loss
+            state.step = step
+            if not math.isfinite(d_loss) or (g_loss is not None and not math.isfinite(g_loss)):
+                raise DivergedError(
+                    f"loss is not finite at step {step} (d_loss={d_loss}, g_loss={g_loss})",
+                    step,
+                )
+            bar.update(1)
+
+            if step % LOG_EVERY == 0 or step in config.save_steps():
+                bar.set_postfix(d_loss=f"{d_loss:.4f}", g_loss=f"{g_loss_last:.4f}")
+                append_json_line(
+                    log_path,
+                    {
+                        "step": step,
+                        "d_loss": d_loss,
+                        "g_loss": g_loss_last,
+                        "seconds": round(time.perf_counter() - started, 3),
+                    },
+                )
+            if step in config.save_steps():
+                path = checkpoints.checkpoint_path(checkpoint_dir, step)
+                checkpoints.save_checkpoint(path, state_dict(state, config, run_seed))
+                _remove_older_checkpoints(checkpoint_dir, step)
+                if evaluate and step in config.eval_steps():
+                    evaluate(step, state.generator)
+    return state
+
+
+def _remove_older_checkpoints(directory: Path, newest: int) -> None:
+    """Delete checkpoints before `newest`, whose evaluations are already recorded."""
+    for step, path in checkpoints.list_checkpoints(directory):
+        if step < newest:
+            path.unlink(missing_ok=True)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines after `step`, which the resumed run will write again."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        try:
+            logged_step = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by the interruption
+        if logged_step <= step:
+            kept.append(line)
+    atomic_write_bytes(path, "".join(kept).encode("utf-8"))
