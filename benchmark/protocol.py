@@ -1,0 +1,269 @@
+"""Apply an evaluation protocol to a prepared split or a generator.
+
+A protocol fixes the reference set (split and count of real images), the
+number of fakes and how they are drawn, the feature network (by SHA-256), the
+resize and the metrics. This module is the only place that turns those
+settings into features and numbers:
+
+1. reference features: the first `real_count` images of the protocol's split,
+   in store order, cached on disk under a key made from everything that can
+   change them;
+2. sample features: the first `count` images of another split (real-vs-real
+   floors) or `fake_count` images from a generator in eval mode, fed as float
+   G(z) * 255 without rounding, with z ~ U(-1, 1) drawn from NumPy's legacy
+   RandomState seeded with the protocol's `fake_seed` (the latents compare_gan
+   v2 used for every checkpoint);
+3. FID, KID (block estimator) and Inception Score where the network has logits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from benchmark.data.store import open_split
+from benchmark.errors import UserError
+from benchmark.fileio import atomic_path, ensure_directory
+from benchmark.metrics.extractor import load_extractor, resolve_extractor_path
+from benchmark.metrics.features import FeaturePipeline
+from benchmark.metrics.fid import fid_from_features
+from benchmark.metrics.inception_score import inception_score
+from benchmark.metrics.kid import kernel_inception_distance
+from benchmark.specs import ProtocolSpec
+
+logger = logging.getLogger(__name__)
+
+# Bump when the way features are computed changes, so stale caches are not used.
+FEATURE_CACHE_VERSION = 1
+# Images read from the store per feature batch (memory, not numbers).
+READ_BATCH = 500
+
+
+@dataclass
+class FeatureSet:
+    """Features of one image set, with a description for the run record."""
+
+    features: np.ndarray  # float32 [N, 2048]
+    logits: np.ndarray | None  # float64 [N, 1008], or None without a classifier
+    description: dict[str, Any] = field(default_factory=dict)
+
+
+class GeneratedNonFinite(Exception):
+    """A generator produced NaN or infinite pixels during evaluation."""
+
+
+class Evaluator:
+    """A protocol bound to a dataset store, a feature network and a cache."""
+
+    def __init__(
+        self,
+        protocol: ProtocolSpec,
+        dataset: str,
+        data_root: Path,
+        cache_dir: Path,
+        extractor_path: str | None = None,
+        device: torch.device | str = "cpu",
+        allow_download: bool = True,
+        progress: bool = True,
+    ):
+        self.protocol = protocol
+        self.dataset = dataset
+        self.counts = protocol.for_dataset(dataset)
+        self.data_root = Path(data_root)
+        self.cache_dir = Path(cache_dir)
+        self.progress = progress
+        path = resolve_extractor_path(
+            extractor_path, self.cache_dir, protocol.extractor.sha256, allow_download
+        )
+        self.extractor = load_extractor(path, protocol.extractor.sha256, device)
+        self.pipeline = FeaturePipeline(
+            self.extractor,
+            image_size=protocol.image_size,
+            batch_size=protocol.inception_batch,
+            device=device,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """Return the protocol and extractor identity for the run record."""
+        return {
+            "protocol": {
+                "name": self.protocol.name,
+                "version": self.protocol.version,
+                "real_split": self.counts.real_split,
+                "real_count": self.counts.real_count,
+                "fake_count": self.counts.fake_count,
+                "fake_seed": self.protocol.fake_seed,
+            },
+            "extractor": {
+                "name": self.extractor.name,
+                "sha256": self.extractor.sha256,
+                "layout": self.extractor.layout,
+            },
+        }
+
+    # ------------------------------------------------------------------
+    # Features
+
+    def reference_features(self) -> FeatureSet:
+        """Return features of the protocol's real set (cached)."""
+        return self.split_features(self.counts.real_split, self.counts.real_count)
+
+    def split_features(self, split: str, count: int) -> FeatureSet:
+        """Return features of the first `count` images of a prepared split (cached)."""
+        with open_split(self.data_root, self.dataset, split) as reader:
+            if count > len(reader):
+                raise UserError(
+                    f"split {split!r} of {self.dataset!r} has {len(reader)} images, "
+                    f"the protocol needs {count}; prepare the full dataset (a partial "
+                    "source cannot serve this protocol)"
+                )
+            keys_digest = hashlib.sha256(
+                "\n".join(reader.keys[:count]).encode("utf-8")
+            ).hexdigest()
+            description = {
+                "dataset": self.dataset,
+                "split": split,
+                "count": count,
+                "split_digest": reader.digest,
+                "selected_keys_sha256": keys_digest,
+            }
+            cache_path = self._cache_path(description)
+            cached = _read_cached_features(cache_path)
+            if cached is not None:
+                logger.info("using cached features %s", cache_path)
+                return FeatureSet(*cached, description=description)
+
+            def batches() -> Iterator[np.ndarray]:
+                for start in range(0, count, READ_BATCH):
+                    yield reader.read_range(start, min(start + READ_BATCH, count))
+
+            features, logits = self.pipeline.extract_all(
+                batches(), total=count, desc=f"{split} features", progress=self.progress
+            )
+        _write_cached_features(cache_path, features, logits)
+        return FeatureSet(features, logits, description)
+
+    def generator_features(
+        self, generator: nn.Module, z_dim: int, batch_size: int, device: torch.device
+    ) -> FeatureSet:
+        """Return features of `fake_count` images from `generator` in eval mode.
+
+        The generator's mode is restored afterwards and no global RNG is used,
+        so evaluating in the middle of training changes nothing in training.
+
+        Raises:
+            GeneratedNonFinite: the generator produced NaN or infinite pixels.
+        """
+        count = self.counts.fake_count
+        latents = np.random.RandomState(self.protocol.fake_seed)
+        was_training = generator.training
+        generator.eval()
+
+        def batches() -> Iterator[torch.Tensor]:
+            produced = 0
+            while produced < count:
+                z = latents.uniform(-1.0, 1.0, size=(batch_size, z_dim))
+                z = torch.from_numpy(z.astype(np.float32)).to(device)
+                with torch.no_grad():
+                    images = generator(z)
+                if not torch.isfinite(images).all():
+                    raise GeneratedNonFinite(
+                        f"generated images contain NaN or infinite values "
+                        f"(batch starting at sample {produced})"
+                    )
+                images = images[: count - produced].permute(0, 2, 3, 1) * 255.0
+                if self.protocol.quantize_fakes:
+                    images = images.round().clamp(0, 255).to(torch.uint8)
+                produced += images.shape[0]
+                yield images
+
+        try:
+            features, logits = self.pipeline.extract_all(
+                batches(), total=count, desc="fake features", progress=self.progress
+            )
+        finally:
+            generator.train(was_training)
+        description = {
+            "count": count,
+            "latent": "uniform(-1, 1), numpy RandomState",
+            "seed": self.protocol.fake_seed,
+            "quantized": self.protocol.quantize_fakes,
+        }
+        return FeatureSet(features, logits, description)
+
+    # ------------------------------------------------------------------
+    # Metrics
+
+    def metrics(self, reference: FeatureSet, sample: FeatureSet) -> dict[str, Any]:
+        """Compute FID, KID and (with logits) Inception Score of `sample`."""
+        kid, kid_stderr = kernel_inception_distance(
+            reference.features, sample.features, block_size=self.protocol.kid_block_size
+        )
+        result: dict[str, Any] = {
+            "fid": fid_from_features(reference.features, sample.features),
+            "kid": kid,
+            "kid_stderr": None if math.isnan(kid_stderr) else kid_stderr,
+        }
+        if sample.logits is None:
+            result["inception_score"] = None
+            result["inception_score_unavailable"] = (
+                f"extractor {self.extractor.name} has no 1008-class classifier; "
+                "use inception-2015-12-05.pt for the Inception Score"
+            )
+        else:
+            mean, std = inception_score(sample.logits, splits=self.protocol.is_splits)
+            result["inception_score"] = mean
+            result["inception_score_std"] = std
+            result["inception_score_splits"] = self.protocol.is_splits
+        return result
+
+    # ------------------------------------------------------------------
+    # Cache
+
+    def _cache_path(self, description: dict[str, Any]) -> Path:
+        key = {
+            "cache_version": FEATURE_CACHE_VERSION,
+            "images": description,
+            "extractor_sha256": self.extractor.sha256,
+            "resize": self.protocol.resize,
+            "image_size": self.protocol.image_size,
+            "torch": torch.__version__,
+            "device": self.pipeline.device.type,
+        }
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+        return self.cache_dir / "features" / f"{digest}.npz"
+
+
+def _read_cached_features(path: Path) -> tuple[np.ndarray, np.ndarray | None] | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as stored:
+            features = stored["features"]
+            logits = stored["logits"] if "logits" in stored.files else None
+    except (OSError, ValueError, KeyError) as error:
+        logger.warning("ignoring unreadable feature cache %s: %s", path, error)
+        return None
+    return features, logits
+
+
+def _write_cached_features(
+    path: Path, features: np.ndarray, logits: np.ndarray | None
+) -> None:
+    ensure_directory(path.parent)
+    arrays = {"features": features}
+    if logits is not None:
+        arrays["logits"] = logits
+    with atomic_path(path) as temporary:
+        with open(temporary, "wb") as handle:
+            np.savez(handle, **arrays)
