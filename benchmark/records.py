@@ -15,7 +15,16 @@ import benchmark
 from benchmark.training.determinism import deterministic_flags
 
 RECORD_FORMAT = 1
-PACKAGES = ("numpy", "scipy", "h5py", "pillow", "torch", "torchvision", "clean-fid", "tqdm")
+PACKAGES = (
+    "numpy",
+    "scipy",
+    "h5py",
+    "pillow",
+    "torch",
+    "torchvision",
+    "clean-fid",
+    "tqdm",
+)
 
 
 def package_versions() -> dict[str, str | None]:
@@ -39,11 +48,17 @@ def git_state() -> dict[str, Any]:
     try:
         commit = subprocess.run(
             ["git", "-C", str(folder), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
         status = subprocess.run(
             ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
@@ -53,14 +68,18 @@ def git_state() -> dict[str, Any]:
 def device_description(device: torch.device) -> dict[str, Any]:
     """Return the device type and name (GPU model, or the CPU's architecture)."""
     if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
+        index = (
+            device.index if device.index is not None else torch.cuda.current_device()
+        )
         return {"type": "cuda", "name": torch.cuda.get_device_name(index)}
     return {"type": device.type, "name": platform.processor() or platform.machine()}
 
 
 def environment(device: torch.device) -> dict[str, Any]:
     """Return the fingerprint of everything in the environment that can move a number."""
-    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    cudnn = (
+        torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    )
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),

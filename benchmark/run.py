@@ -32,7 +32,12 @@ from torch import nn
 
 from benchmark.data.store import open_split
 from benchmark.errors import DivergedError, UserError
-from benchmark.fileio import append_json_line, atomic_write_json, ensure_directory, read_json
+from benchmark.fileio import (
+    append_json_line,
+    atomic_write_json,
+    ensure_directory,
+    read_json,
+)
 from benchmark.protocol import Evaluator, FeatureSet, GeneratedNonFinite
 from benchmark.records import RECORD_FORMAT, environment
 from benchmark.specs import BaselineSpec, ProtocolSpec, as_dict
@@ -102,7 +107,8 @@ def _write_config_once(path: Path, config: dict[str, Any]) -> None:
         existing = read_json(path)
         if existing != config:
             changed = sorted(
-                key for key in set(existing) | set(config)
+                key
+                for key in set(existing) | set(config)
                 if existing.get(key) != config.get(key)
             )
             raise UserError(
@@ -156,15 +162,21 @@ def run_seed(
             metrics = evaluator.metrics(reference, sample)
         except GeneratedNonFinite as error:
             metrics = {"fid": None, "error": str(error)}
-        entry = {"step": step, "metrics": metrics,
-                 "seconds": round(time.perf_counter() - began, 3)}
+        entry = {
+            "step": step,
+            "metrics": metrics,
+            "seconds": round(time.perf_counter() - began, 3),
+        }
         append_json_line(evals_path, entry)
         if metrics.get("fid") is None:
             logger.warning("seed %d step %d: %s", seed, step, metrics["error"])
         else:
             logger.info(
                 "seed %d step %d: FID %.4f, KID %.6f",
-                seed, step, metrics["fid"], metrics["kid"],
+                seed,
+                step,
+                metrics["fid"],
+                metrics["kid"],
             )
 
     def evaluated_steps() -> set[int]:
@@ -174,8 +186,14 @@ def run_seed(
     diverged_at = None
     try:
         state = train(
-            config, seed, train_images, run_dir, device,
-            evaluate=evaluate, evaluated_steps=evaluated_steps, progress=progress,
+            config,
+            seed,
+            train_images,
+            run_dir,
+            device,
+            evaluate=evaluate,
+            evaluated_steps=evaluated_steps,
+            progress=progress,
         )
         weights = {
             "generator_sha256": state_digest(state.generator.state_dict()),
@@ -289,8 +307,14 @@ def run_baseline(
             train_images = torch.from_numpy(reader.load_all())
             train_digest = reader.digest
         evaluator = Evaluator(
-            protocol, dataset, data_root, cache_dir, extractor_path, device,
-            allow_download=allow_download, progress=progress,
+            protocol,
+            dataset,
+            data_root,
+            cache_dir,
+            extractor_path,
+            device,
+            allow_download=allow_download,
+            progress=progress,
         )
         reference = evaluator.reference_features()
         shared = {
@@ -311,8 +335,17 @@ def run_baseline(
         records = []
         for seed in seeds:
             records.append(
-                run_seed(config, seed, out_dir / f"seed-{seed}", train_images,
-                         evaluator, reference, device, shared, progress)
+                run_seed(
+                    config,
+                    seed,
+                    out_dir / f"seed-{seed}",
+                    train_images,
+                    evaluator,
+                    reference,
+                    device,
+                    shared,
+                    progress,
+                )
             )
         summary = summarise(records, shared)
         atomic_write_json(out_dir / "summary.json", summary)
@@ -330,11 +363,15 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     if not summary["named_baseline"]:
         lines.append(f"overrides {summary['overrides']}: not the named baseline")
-    lines.append(f"{'seed':>6} {'status':>10} {'FID best':>10} {'at step':>8} "
-                 f"{'FID final':>10} {'KID final':>11} {'IS final':>9}")
+    lines.append(
+        f"{'seed':>6} {'status':>10} {'FID best':>10} {'at step':>8} "
+        f"{'FID final':>10} {'KID final':>11} {'IS final':>9}"
+    )
 
     def number(value: float | None, width: int, digits: int) -> str:
-        return f"{value:>{width}.{digits}f}" if value is not None else f"{'n/a':>{width}}"
+        return (
+            f"{value:>{width}.{digits}f}" if value is not None else f"{'n/a':>{width}}"
+        )
 
     for row in summary["per_seed"]:
         lines.append(
@@ -356,4 +393,3 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"({published['source']})"
         )
     return "\n".join(lines)
-

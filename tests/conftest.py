@@ -29,7 +29,9 @@ def shared_data() -> Path:
     if not folder.is_dir():
         if os.environ.get("CI"):
             pytest.fail(f"shared data folder {folder} is missing in CI")
-        pytest.skip(f"shared data folder {folder} not found; set {SHARED_DATA_VARIABLE}")
+        pytest.skip(
+            f"shared data folder {folder} not found; set {SHARED_DATA_VARIABLE}"
+        )
     return folder
 
 
@@ -63,7 +65,9 @@ def extractor_file(request) -> Path:
         pytest.skip(f"real extractor weights unavailable: {error}")
 
 
-def write_synthetic_cifar10(root: Path, train_count: int, test_count: int, seed: int = 0):
+def write_synthetic_cifar10(
+    root: Path, train_count: int, test_count: int, seed: int = 0
+):
     """Write a partial CIFAR-10 store of smooth random images and return its path."""
     spec = load_dataset("cifar10")
     rng = np.random.default_rng(seed)

@@ -37,8 +37,16 @@ real_count = 12
 fake_count = 12
 """
 
-SHORT_RUN = ["--steps", "4", "--batch-size", "4", "--checkpoint-every", "2",
-             "--eval-every", "2"]
+SHORT_RUN = [
+    "--steps",
+    "4",
+    "--batch-size",
+    "4",
+    "--checkpoint-every",
+    "2",
+    "--eval-every",
+    "2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +58,26 @@ def tiny_protocol(tmp_path_factory) -> Path:
 
 def run_command(synthetic_store, extractor_file, tiny_protocol, out, cache, *extra):
     return [
-        "run", "baseline", "resnetcifar-ns-sn", "--dataset", "cifar10",
-        "--root", str(synthetic_store), "--protocol", str(tiny_protocol),
-        "--out", str(out), "--cache", str(cache), "--extractor", str(extractor_file),
-        "--device", "cpu", "--no-progress", *SHORT_RUN, *extra,
+        "run",
+        "baseline",
+        "resnetcifar-ns-sn",
+        "--dataset",
+        "cifar10",
+        "--root",
+        str(synthetic_store),
+        "--protocol",
+        str(tiny_protocol),
+        "--out",
+        str(out),
+        "--cache",
+        str(cache),
+        "--extractor",
+        str(extractor_file),
+        "--device",
+        "cpu",
+        "--no-progress",
+        *SHORT_RUN,
+        *extra,
     ]
 
 
@@ -88,9 +112,22 @@ def test_baseline_on_wrong_dataset_is_rejected(tmp_path, capsys):
     """Check that a baseline runs only on the dataset it is defined on."""
     specs_dir = tmp_path / "datasets"
     specs_dir.mkdir()
-    result = main(["run", "baseline", "resnetcifar-ns-sn", "--dataset", "cifar10",
-                   "--root", str(tmp_path / "missing"), "--no-download",
-                   "--out", str(tmp_path / "out"), "--steps", "1"])
+    result = main(
+        [
+            "run",
+            "baseline",
+            "resnetcifar-ns-sn",
+            "--dataset",
+            "cifar10",
+            "--root",
+            str(tmp_path / "missing"),
+            "--no-download",
+            "--out",
+            str(tmp_path / "out"),
+            "--steps",
+            "1",
+        ]
+    )
     assert result == 2
     assert "no prepared store" in capsys.readouterr().err
 
@@ -100,8 +137,14 @@ def finished_run(synthetic_store, extractor_file, tiny_protocol, tmp_path_factor
     """One uninterrupted run of two seeds, through main()."""
     base = tmp_path_factory.mktemp("run")
     arguments = run_command(
-        synthetic_store, extractor_file, tiny_protocol, base / "out", base / "cache",
-        "--seeds", "2", "--json",
+        synthetic_store,
+        extractor_file,
+        tiny_protocol,
+        base / "out",
+        base / "cache",
+        "--seeds",
+        "2",
+        "--json",
     )
     assert main(arguments) == 0
     return base / "out"
@@ -142,8 +185,13 @@ def test_same_command_twice_gives_same_bits(
 ):
     """Check identical weights digests, checkpoints and metrics for a repeated run."""
     arguments = run_command(
-        synthetic_store, extractor_file, tiny_protocol, tmp_path / "out",
-        tmp_path / "cache", "--seeds", "2",
+        synthetic_store,
+        extractor_file,
+        tiny_protocol,
+        tmp_path / "out",
+        tmp_path / "cache",
+        "--seeds",
+        "2",
     )
     assert main(arguments) == 0
     for seed in (0, 1):
@@ -165,13 +213,19 @@ def test_kill_and_resume_matches_uninterrupted(
 ):
     """Check that SIGKILL after the step-2 checkpoint, then a re-run, ends bit-equal."""
     arguments = run_command(
-        synthetic_store, extractor_file, tiny_protocol, tmp_path / "out",
-        tmp_path / "cache", "--seeds", "1",
+        synthetic_store,
+        extractor_file,
+        tiny_protocol,
+        tmp_path / "out",
+        tmp_path / "cache",
+        "--seeds",
+        "1",
     )
     checkpoint = tmp_path / "out" / "seed-0" / "checkpoints" / "step-000000002.pt"
     process = subprocess.Popen(
         [sys.executable, "-m", "benchmark", *arguments],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 300
     while not checkpoint.exists() and process.poll() is None:
@@ -185,7 +239,10 @@ def test_kill_and_resume_matches_uninterrupted(
     resumed = read_json(tmp_path / "out" / "seed-0" / "record.json")
     uninterrupted = read_json(finished_run / "seed-0" / "record.json")
     assert resumed["weights"] == uninterrupted["weights"]
-    assert resumed["evaluations"][-1]["metrics"] == uninterrupted["evaluations"][-1]["metrics"]
+    assert (
+        resumed["evaluations"][-1]["metrics"]
+        == uninterrupted["evaluations"][-1]["metrics"]
+    )
     assert [e["step"] for e in resumed["evaluations"]] == [2, 4]
 
 

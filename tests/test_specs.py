@@ -76,12 +76,21 @@ def write_toml(path: Path, table: dict) -> Path:
         (lambda t: t.update(n_disc="five"), "field 'n_disc': expected an integer >= 1"),
         (lambda t: t.update(n_disc=0), "field 'n_disc': expected an integer >= 1"),
         (lambda t: t.update(n_disc=True), "field 'n_disc': expected an integer"),
-        (lambda t: t["optimizer"].update(lr=-1.0), "field 'optimizer.lr': expected a number > 0.0"),
+        (
+            lambda t: t["optimizer"].update(lr=-1.0),
+            "field 'optimizer.lr': expected a number > 0.0",
+        ),
         (lambda t: t["optimizer"].update(beta2=1.5), "field 'optimizer.beta2'"),
-        (lambda t: t["optimizer"].update(momentum=0.9), "unknown field 'optimizer.momentum'"),
+        (
+            lambda t: t["optimizer"].update(momentum=0.9),
+            "unknown field 'optimizer.momentum'",
+        ),
         (lambda t: t.update(loss="hinge2"), "field 'loss': expected one of 'ns'"),
         (lambda t: t.update(optimizer=3), "field 'optimizer': expected a table"),
-        (lambda t: t.update(name="other"), "field 'name' is 'other' but the file is named"),
+        (
+            lambda t: t.update(name="other"),
+            "field 'name' is 'other' but the file is named",
+        ),
     ],
 )
 def test_invalid_baseline_field_is_named(tmp_path, change, message):
@@ -121,15 +130,18 @@ def test_protocol_without_dataset_entry_is_reported():
 field_values = st.one_of(
     st.none(),
     st.booleans(),
-    st.integers(min_value=-10**6, max_value=10**6),
+    st.integers(min_value=-(10**6), max_value=10**6),
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=12),
     st.lists(st.integers(min_value=-3, max_value=3), max_size=3),
 )
 
 
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(field=st.sampled_from(sorted(baseline_table())), replacement=field_values)
 def test_mutated_baseline_loads_or_fails_cleanly(tmp_path, field, replacement):
     """Check that any single-field change loads or raises a one-line UserError."""

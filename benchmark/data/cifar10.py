@@ -40,11 +40,11 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from benchmark.data.store import SourceData, SplitArrays
 from benchmark.errors import UserError
 from benchmark.fileio import md5_file, sha256_file
+from benchmark.progress import progress_bar
 from benchmark.specs import DatasetSpec
 
 logger = logging.getLogger(__name__)
@@ -331,15 +331,6 @@ def _decode_image(data: bytes, name: str, source: Path) -> np.ndarray:
     return np.asarray(rgb, dtype=np.uint8)
 
 
-def _progress_bar(total: int, description: str, progress: bool) -> tqdm:
-    return tqdm(
-        total=total,
-        desc=description,
-        unit="img",
-        disable=None if progress else True,
-    )
-
-
 # ----------------------------------------------------------------------------
 # Official archive or folder
 
@@ -372,11 +363,8 @@ def _read_official(
 
     members: dict[str, dict[str, Any]] = {}
     batches: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    bar = tqdm(
-        total=len(present),
-        desc=f"read {tree.path.name}",
-        unit="member",
-        disable=None if progress else True,
+    bar = progress_bar(
+        len(present), f"read {tree.path.name}", "member", enabled=progress
     )
     with bar:
         for full_name, data in tree.read(prefix + name for name in present):
@@ -398,8 +386,7 @@ def _read_official(
                 raise UserError(mismatch)
             if not matches:
                 logger.warning(
-                    "%s has MD5 %s, not the official %s; accepted as a partial "
-                    "source",
+                    "%s has MD5 %s, not the official %s; accepted as a partial source",
                     name,
                     found_md5,
                     expected_md5,
@@ -483,9 +470,7 @@ def _unpickle_batch(
 
     labels = np.asarray(batch[b"labels"], dtype=np.int64)
     if labels.shape != (raw.shape[0],):
-        raise UserError(
-            f"{where} has {labels.size} labels for {raw.shape[0]} images"
-        )
+        raise UserError(f"{where} has {labels.size} labels for {raw.shape[0]} images")
     if labels.size and (labels.min() < 0 or labels.max() >= len(CLASS_NAMES)):
         raise UserError(f"{where} has labels outside 0-{len(CLASS_NAMES) - 1}")
 
@@ -564,7 +549,9 @@ def _read_lossless_subset(
         rows[file_name] = (split, index, label)
 
     decoded: dict[str, np.ndarray] = {}
-    with _progress_bar(len(rows), f"decode {tree.path.name}", progress) as bar:
+    with progress_bar(
+        len(rows), f"decode {tree.path.name}", "img", enabled=progress
+    ) as bar:
         for file_name, data in tree.read(rows):
             decoded[file_name] = _decode_image(data, file_name, tree.path)
             bar.update(1)
@@ -676,7 +663,9 @@ def _read_class_folders(tree: _SourceTree, progress: bool) -> SourceData:
         logger.info("Skipped %d hidden files in %s", tree.hidden, tree.path)
 
     decoded: dict[str, np.ndarray] = {}
-    with _progress_bar(len(entries), f"decode {tree.path.name}", progress) as bar:
+    with progress_bar(
+        len(entries), f"decode {tree.path.name}", "img", enabled=progress
+    ) as bar:
         for name, data in tree.read(entries):
             decoded[name] = _decode_image(data, name, tree.path)
             bar.update(1)

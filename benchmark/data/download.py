@@ -10,10 +10,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tqdm import tqdm
-
 from benchmark.errors import UserError
 from benchmark.fileio import atomic_path, md5_file
+from benchmark.progress import progress_bar
 from benchmark.specs import DatasetSpec
 
 logger = logging.getLogger(__name__)
@@ -60,9 +59,7 @@ def download_official(
         )
 
     url = spec.source.url
-    fallback = (
-        f"download {url} by hand (MD5 {spec.source.md5}) and pass --source PATH"
-    )
+    fallback = f"download {url} by hand (MD5 {spec.source.md5}) and pass --source PATH"
     logger.info("Downloading %s to %s", url, destination)
     md5 = hashlib.md5(usedforsecurity=False)
     sha256 = hashlib.sha256()
@@ -75,12 +72,12 @@ def download_official(
     # write failure, so they become UserErrors inside the block.
     with response, atomic_path(destination) as temporary:
         length = response.headers.get("Content-Length")
-        bar = tqdm(
-            total=int(length) if length and length.isdigit() else None,
-            desc=spec.source.filename,
-            unit="B",
+        bar = progress_bar(
+            int(length) if length and length.isdigit() else None,
+            spec.source.filename,
+            "B",
+            enabled=progress,
             unit_scale=True,
-            disable=None if progress else True,
         )
         with bar, open(temporary, "wb") as handle:
             while True:

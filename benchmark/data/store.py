@@ -27,8 +27,8 @@ import hashlib
 import logging
 import os
 import platform
-import shutil
 import secrets
+import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +37,6 @@ from typing import Any
 import h5py
 import numpy as np
 import PIL
-from tqdm import tqdm
 from PIL import features as pil_features
 
 import benchmark
@@ -49,6 +48,7 @@ from benchmark.fileio import (
     sha256_file,
     to_json,
 )
+from benchmark.progress import progress_bar
 from benchmark.specs import DatasetSpec, as_dict
 
 logger = logging.getLogger(__name__)
@@ -237,8 +237,7 @@ def remove_stale_temporaries(root: str | os.PathLike, dataset: str) -> list[Path
     for path in sorted(root.glob(f".{dataset}{TEMPORARY_MARKER}*")):
         if path.is_dir() and not path.is_symlink():
             logger.warning(
-                "Removing stale temporary directory %s left by an interrupted "
-                "prepare",
+                "Removing stale temporary directory %s left by an interrupted prepare",
                 path,
             )
             shutil.rmtree(path)
@@ -250,9 +249,7 @@ def remove_stale_temporaries(root: str | os.PathLike, dataset: str) -> list[Path
 # Writing
 
 
-def check_counts(
-    spec: DatasetSpec, counts: Mapping[str, int], partial: bool
-) -> bool:
+def check_counts(spec: DatasetSpec, counts: Mapping[str, int], partial: bool) -> bool:
     """Check split counts against the spec and return whether they all match.
 
     Args:
@@ -503,9 +500,7 @@ class SplitReader:
             or self._keys_dataset.shape != (self.count,)
         ):
             self._file.close()
-            raise self._corrupt(
-                f"datasets do not match the stored count {self.count}"
-            )
+            raise self._corrupt(f"datasets do not match the stored count {self.count}")
         self._labels: np.ndarray | None = None
         self._keys: list[str] | None = None
 
@@ -595,8 +590,7 @@ class SplitReader:
         if low < 0 or high >= self.count:
             bad = low if low < 0 else high
             raise IndexError(
-                f"index {bad} is outside split {self.split!r} with "
-                f"{self.count} images"
+                f"index {bad} is outside split {self.split!r} with {self.count} images"
             )
         unique, inverse = np.unique(index_array, return_inverse=True)
         # Read whole chunks with slices, one slice per run of adjacent needed
@@ -780,7 +774,9 @@ def _verify_split(
         listed_keys = [str(item["key"]) for item in listed]
         listed_labels = [int(item["label"]) for item in listed]
     except (KeyError, TypeError, ValueError) as error:
-        raise fail(f"split {split!r}: manifest entry is malformed ({error!r})")
+        raise fail(
+            f"split {split!r}: manifest entry is malformed ({error!r})"
+        ) from error
     if len(listed) != listed_count:
         raise fail(
             f"split {split!r}: manifest count is {listed_count} but it lists "
@@ -811,12 +807,7 @@ def _verify_split(
                     f"{listed_labels[index]}, found key {key!r} label {int(label)}"
                 )
         found_hashes: list[str] = []
-        bar = tqdm(
-            total=reader.count,
-            desc=f"verify {split}",
-            unit="img",
-            disable=None if progress else True,
-        )
+        bar = progress_bar(reader.count, f"verify {split}", "img", enabled=progress)
         with bar:
             for start in range(0, reader.count, VERIFY_BLOCK):
                 stop = min(start + VERIFY_BLOCK, reader.count)
@@ -831,8 +822,7 @@ def _verify_split(
     if mismatches:
         first_mismatches = "; ".join(mismatches[:SHOWN_MISMATCHES])
         raise fail(
-            f"split {split!r}: {len(mismatches)} mismatches, first: "
-            f"{first_mismatches}"
+            f"split {split!r}: {len(mismatches)} mismatches, first: {first_mismatches}"
         )
     found_digest = split_digest(found_hashes)
     if found_digest != listed_digest:

@@ -21,12 +21,10 @@ chunk sizes are not checked.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from benchmark.errors import UserError
 from benchmark.metrics.extractor import (
@@ -36,6 +34,7 @@ from benchmark.metrics.extractor import (
     Extractor,
 )
 from benchmark.metrics.resize import resize_bilinear_tf1
+from benchmark.progress import progress_bar
 
 ImageBatch = np.ndarray | torch.Tensor
 
@@ -179,8 +178,8 @@ class FeaturePipeline:
             batches: Image batches as accepted by `features`, consumed once.
             total: Expected number of images, for the progress bar only.
             desc: Label of the progress bar.
-            progress: Show a progress bar. It is hidden anyway when stderr is
-                not a terminal.
+            progress: Show a progress bar on stderr (redrawn once a minute
+                when stderr is not a terminal).
 
         Returns:
             `(features, logits)` for all images in stream order, shaped and
@@ -188,8 +187,7 @@ class FeaturePipeline:
         """
         feature_parts = []
         logit_parts = []
-        show_bar = progress and sys.stderr.isatty()
-        with tqdm(total=total, desc=desc, unit="img", disable=not show_bar) as bar:
+        with progress_bar(total, desc, "img", enabled=progress) as bar:
             for batch in batches:
                 features, logits = self.features(batch)
                 feature_parts.append(features)

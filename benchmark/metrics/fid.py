@@ -38,9 +38,7 @@ def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     features = np.asarray(features, dtype=np.float64)
     if features.ndim != 2:
-        raise UserError(
-            f"features must have shape (n, d), got shape {features.shape}"
-        )
+        raise UserError(f"features must have shape (n, d), got shape {features.shape}")
     count = features.shape[0]
     if count < 2:
         raise UserError(

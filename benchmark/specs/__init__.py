@@ -191,7 +191,12 @@ def _fail(source: str, where: str, expected: str, value: Any) -> UserError:
 
 
 def _check_scalar(value: Any, kind: type, constraints: dict, source: str, where: str):
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bool: "true or false",
+    }
     expected = _describe(constraints, names[kind])
     if kind is bool:
         ok = isinstance(value, bool)
@@ -247,7 +252,9 @@ def _convert(value: Any, annotation: Any, constraints: dict, source: str, where:
     return _check_scalar(value, annotation, constraints, source, where)
 
 
-def _build(cls: type[SpecT], table: dict[str, Any], source: str, prefix: str = "") -> SpecT:
+def _build(
+    cls: type[SpecT], table: dict[str, Any], source: str, prefix: str = ""
+) -> SpecT:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
     unknown = sorted(set(table) - set(fields))

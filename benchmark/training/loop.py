@@ -30,11 +30,11 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
-from tqdm import tqdm
 
 from benchmark.errors import DivergedError, UserError
 from benchmark.fileio import append_json_line, atomic_write_bytes, ensure_directory
 from benchmark.models import build_models
+from benchmark.progress import progress_bar
 from benchmark.training import checkpoint as checkpoints
 from benchmark.training import determinism
 from benchmark.training.losses import DISCRIMINATOR_LOSSES, GENERATOR_LOSSES
@@ -94,7 +94,9 @@ def images_to_unit_interval(batch: torch.Tensor) -> torch.Tensor:
     return batch.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
 
 
-def sample_latents(run_seed: int, step: int, batch_size: int, z_dim: int) -> torch.Tensor:
+def sample_latents(
+    run_seed: int, step: int, batch_size: int, z_dim: int
+) -> torch.Tensor:
     """Return z ~ U(-1, 1) of shape [batch_size, z_dim] for one training step."""
     seed = determinism.derive_seed(run_seed, determinism.STREAM_LATENT, step)
     rng = torch.Generator().manual_seed(seed)
@@ -117,7 +119,9 @@ class BatchSampler:
 
     def _permutation_of(self, epoch: int) -> np.ndarray:
         if epoch != self._epoch:
-            seed = determinism.derive_seed(self.run_seed, determinism.STREAM_DATA, epoch)
+            seed = determinism.derive_seed(
+                self.run_seed, determinism.STREAM_DATA, epoch
+            )
             self._permutation = np.random.default_rng(seed).permutation(self.count)
             self._epoch = epoch
         return self._permutation
@@ -143,7 +147,9 @@ class TrainingState:
     step: int
 
 
-def make_state(config: TrainConfig, run_seed: int, device: torch.device) -> TrainingState:
+def make_state(
+    config: TrainConfig, run_seed: int, device: torch.device
+) -> TrainingState:
     """Build models and optimisers at step 0."""
     init_seed = determinism.derive_seed(run_seed, determinism.STREAM_INIT)
     generator, discriminator = build_models(
@@ -153,7 +159,9 @@ def make_state(config: TrainConfig, run_seed: int, device: torch.device) -> Trai
     discriminator.to(device).train()
     betas = (config.beta1, config.beta2)
     g_optimizer = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=betas)
-    d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=betas)
+    d_optimizer = torch.optim.Adam(
+        discriminator.parameters(), lr=config.lr, betas=betas
+    )
     return TrainingState(generator, discriminator, g_optimizer, d_optimizer, step=0)
 
 
@@ -172,9 +180,14 @@ def state_dict(state: TrainingState, config: TrainConfig, run_seed: int) -> dict
     }
 
 
-def restore(state: TrainingState, saved: dict, config: TrainConfig, run_seed: int, path: Path):
+def restore(
+    state: TrainingState, saved: dict, config: TrainConfig, run_seed: int, path: Path
+):
     """Load a checkpoint into `state`, refusing one from another config or seed."""
-    if saved.get("config_digest") != config.digest() or saved.get("run_seed") != run_seed:
+    if (
+        saved.get("config_digest") != config.digest()
+        or saved.get("run_seed") != run_seed
+    ):
         raise UserError(
             f"checkpoint {str(path)!r} was written by a different configuration or "
             "seed; use a new --out directory or delete the old run"
@@ -256,7 +269,7 @@ def train(
             each evaluation step is on disk.
         evaluated_steps: returns the steps already evaluated, so that a resumed
             run evaluates a saved checkpoint whose evaluation was interrupted.
-        progress: show a tqdm bar on stderr.
+        progress: show a progress bar on stderr.
         stop_after: stop after this step (for tests of resumption).
 
     Raises:
@@ -277,13 +290,8 @@ def train(
 
     sampler = BatchSampler(run_seed, len(train_images), config.batch_size)
     last = config.steps if stop_after is None else min(stop_after, config.steps)
-    bar = tqdm(
-        total=config.steps,
-        initial=state.step,
-        unit="step",
-        desc=f"seed {run_seed}",
-        disable=not progress,
-        dynamic_ncols=True,
+    bar = progress_bar(
+        config.steps, f"seed {run_seed}", "step", enabled=progress, initial=state.step
     )
     started = time.perf_counter()
     g_loss_last = math.nan
@@ -291,12 +299,16 @@ def train(
         for step in range(state.step + 1, last + 1):
             indices = torch.from_numpy(sampler.indices(step))
             real = images_to_unit_interval(train_images[indices]).to(device)
-            z = sample_latents(run_seed, step, config.batch_size, config.z_dim).to(device)
+            z = sample_latents(run_seed, step, config.batch_size, config.z_dim).to(
+                device
+            )
             d_loss, g_loss = train_step(state, config, real, z, step)
             if g_loss is not None:
                 g_loss_last = g_loss
             state.step = step
-            if not math.isfinite(d_loss) or (g_loss is not None and not math.isfinite(g_loss)):
+            if not math.isfinite(d_loss) or (
+                g_loss is not None and not math.isfinite(g_loss)
+            ):
                 raise DivergedError(
                     f"loss is not finite at step {step} (d_loss={d_loss}, g_loss={g_loss})",
                     step,

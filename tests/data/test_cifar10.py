@@ -37,6 +37,7 @@ TEST_0_RED_START = [158, 159, 165, 166]
 JPEG_TRAIN_MEAN = (125.27, 122.93, 113.86)
 MEAN_TOLERANCE = 0.01
 
+
 @pytest.fixture(scope="module")
 def spec():
     return load_dataset("cifar10")
@@ -258,9 +259,7 @@ def test_lossless_subset_equals_official_reader(
         partial=True,
         progress=False,
     )
-    subset = cifar10.read_source(
-        shared_data / LOSSLESS_TARBALL, spec, progress=False
-    )
+    subset = cifar10.read_source(shared_data / LOSSLESS_TARBALL, spec, progress=False)
     assert subset.source["format"] == "lossless-subset"
     assert subset.source["container"] == "tarball"
     assert len(subset.source["sha256"]) == 64
@@ -281,8 +280,7 @@ def test_lossless_subset_label_mismatch_rejected(tmp_path, spec, lossless_subset
     image = lossless_subset["train"][0][0]
     Image.fromarray(image).save(folder / "train" / "00000.png")
     (folder / "labels.csv").write_text(
-        "split,official_index,label,class_name,file\n"
-        "train,0,6,truck,train/00000.png\n"
+        "split,official_index,label,class_name,file\ntrain,0,6,truck,train/00000.png\n"
     )
     with pytest.raises(UserError, match="line 2: class_name 'truck'"):
         cifar10.read_source(folder, spec, partial=True, progress=False)
@@ -553,9 +551,12 @@ def test_prepare_shared_jpeg_copy(tmp_path, spec, shared_data):
     with open_split(tmp_path, "cifar10", "train") as reader:
         images = reader.load_all()
         mean = images.reshape(-1, 3).mean(axis=0, dtype=np.float64)
-        assert split_digest(
-            hashlib.sha256(image.tobytes()).hexdigest() for image in images
-        ) == summary["splits"]["train"]["digest"]
+        assert (
+            split_digest(
+                hashlib.sha256(image.tobytes()).hexdigest() for image in images
+            )
+            == summary["splits"]["train"]["digest"]
+        )
     np.testing.assert_allclose(mean, JPEG_TRAIN_MEAN, atol=MEAN_TOLERANCE)
     assert summary["splits"]["train"]["digest"] == JPEG_TRAIN_DIGEST
     assert summary["splits"]["test"]["digest"] == JPEG_TEST_DIGEST

@@ -160,9 +160,10 @@ def test_write_store_layout(root, spec):
     manifest = json.loads((store_dir / MANIFEST_NAME).read_text())
     assert manifest["dataset"] == "cifar10"
     assert manifest["spec_version"] == spec.version
-    assert manifest["spec_sha256"] == hashlib.sha256(
-        Path(spec.path).read_bytes()
-    ).hexdigest()
+    assert (
+        manifest["spec_sha256"]
+        == hashlib.sha256(Path(spec.path).read_bytes()).hexdigest()
+    )
     assert manifest["reference_split"] is True
     assert manifest["source"] == {"format": "random", "path": "memory"}
     libraries = {"numpy", "h5py", "pillow", "python", "benchmark"}

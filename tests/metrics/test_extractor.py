@@ -152,9 +152,7 @@ def fake_nvidia_payload(monkeypatch):
     entry = dataclasses.replace(
         NVIDIA_INCEPTION, sha256=_sha256(payload), size=len(payload)
     )
-    monkeypatch.setattr(
-        extractor_module, "KNOWN_EXTRACTORS", (entry, WHEEL_INCEPTION)
-    )
+    monkeypatch.setattr(extractor_module, "KNOWN_EXTRACTORS", (entry, WHEEL_INCEPTION))
     requested = []
 
     def fake_urlopen(request, timeout):

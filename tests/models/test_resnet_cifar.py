@@ -21,7 +21,9 @@ def conv_parameters(in_channels: int, out_channels: int, kernel: int = 3) -> int
 def test_generator_parameter_count():
     """Check G against the table: dense to 4x4x256, three up blocks, BN, conv to 3."""
     dense = Z_DIM * 4 * 4 * 256 + 4 * 4 * 256
-    block = 3 * conv_parameters(256, 256) + 2 * (2 * 256)  # shortcut, conv1, conv2, 2 BN
+    block = 3 * conv_parameters(256, 256) + 2 * (
+        2 * 256
+    )  # shortcut, conv1, conv2, 2 BN
     expected = dense + 3 * block + 2 * 256 + conv_parameters(256, 3)
     generator, _ = build_models("resnet_cifar", Z_DIM, "none", init_seed=0)
     assert count_parameters(generator) == expected == 5_849_603
@@ -79,9 +81,13 @@ def test_output_shapes_and_ranges():
 def test_initialisation_distributions():
     """Check truncated-normal convs, N(0, 0.02) dense layers and zero biases."""
     generator, discriminator = build_models("resnet_cifar", Z_DIM, "none", 0)
-    conv_weights = torch.cat([
-        m.weight.flatten() for m in generator.modules() if isinstance(m, torch.nn.Conv2d)
-    ])
+    conv_weights = torch.cat(
+        [
+            m.weight.flatten()
+            for m in generator.modules()
+            if isinstance(m, torch.nn.Conv2d)
+        ]
+    )
     assert conv_weights.abs().max() <= TRUNCATION
     # A normal truncated at two standard deviations keeps 0.8796 of its std.
     assert conv_weights.std().item() == pytest.approx(0.8796 * INIT_STDDEV, rel=0.01)

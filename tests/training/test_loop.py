@@ -26,9 +26,20 @@ CPU = torch.device("cpu")
 
 def tiny_config(**changes) -> TrainConfig:
     values = dict(
-        architecture="resnet_cifar", z_dim=16, d_norm="spectral", loss="ns",
-        penalty="none", penalty_weight=0.0, batch_size=4, steps=4, n_disc=2,
-        lr=2e-4, beta1=0.5, beta2=0.999, checkpoint_every=2, eval_every=4,
+        architecture="resnet_cifar",
+        z_dim=16,
+        d_norm="spectral",
+        loss="ns",
+        penalty="none",
+        penalty_weight=0.0,
+        batch_size=4,
+        steps=4,
+        n_disc=2,
+        lr=2e-4,
+        beta1=0.5,
+        beta2=0.999,
+        checkpoint_every=2,
+        eval_every=4,
     )
     values.update(changes)
     return TrainConfig(**values)
@@ -158,7 +169,10 @@ def test_resume_is_bitwise_equal(tmp_path, images):
     config = tiny_config()
     uninterrupted = train(config, 0, images, tmp_path / "full", CPU, progress=False)
     train(config, 0, images, tmp_path / "cut", CPU, progress=False, stop_after=3)
-    saved = [step for step, _ in checkpoints.list_checkpoints(tmp_path / "cut" / "checkpoints")]
+    saved = [
+        step
+        for step, _ in checkpoints.list_checkpoints(tmp_path / "cut" / "checkpoints")
+    ]
     assert saved == [2]
     resumed = train(config, 0, images, tmp_path / "cut", CPU, progress=False)
     assert weights_digest(resumed) == weights_digest(uninterrupted)
@@ -176,11 +190,18 @@ def test_evaluation_runs_at_eval_steps_and_after_resume(tmp_path, images):
         raise KeyboardInterrupt  # the process is killed during the evaluation
 
     with pytest.raises(KeyboardInterrupt):
-        train(config, 0, images, tmp_path, CPU, evaluate=failing_evaluate, progress=False)
+        train(
+            config, 0, images, tmp_path, CPU, evaluate=failing_evaluate, progress=False
+        )
     train(
-        config, 0, images, tmp_path, CPU,
+        config,
+        0,
+        images,
+        tmp_path,
+        CPU,
         evaluate=lambda step, generator: seen.append(step),
-        evaluated_steps=lambda: set(seen), progress=False,
+        evaluated_steps=lambda: set(seen),
+        progress=False,
     )
     assert seen == [2, 4]
 
