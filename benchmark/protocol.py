@@ -5,15 +5,22 @@ number of fakes and how they are drawn, the feature network (by SHA-256), the
 resize and the metrics. This module is the only place that turns those
 settings into features and numbers:
 
-1. reference features: the first `real_count` images of the protocol's split,
-   in store order, cached on disk under a key made from everything that can
-   change them;
-2. sample features: the first `count` images of another split (real-vs-real
-   floors) or `fake_count` images from a generator in eval mode, fed as float
-   G(z) * 255 without rounding, with z ~ U(-1, 1) drawn from NumPy's legacy
-   RandomState seeded with the protocol's `fake_seed` (the latents compare_gan
-   v2 used for every checkpoint);
+1. reference features: `real_count` images of the protocol's split, cached on
+   disk under a key made from everything that can change them;
+2. sample features: `count` images of another split (real-vs-real floors), or
+   `fake_count` images from a generator in eval mode. Fakes enter as float
+   G(z) * 255 without rounding. Their z ~ U(-1, 1) comes from NumPy's legacy
+   RandomState seeded with the protocol's `fake_seed`, the latents compare_gan
+   v2 used for every checkpoint;
 3. FID, KID (block estimator) and Inception Score where the network has logits.
+
+Which images of a split are used, and in which order: the images sorted by
+their per-image SHA-256 (hex, ascending), then the first `count`. The rule
+depends only on pixels, so every source layout of the same images (official
+archive, PNG export) gives the same subset, and the order is effectively
+random, as KID's block estimator assumes. Store order cannot serve here: a
+class-folder source stores CIFAR-10 sorted by class, and its first 10,000
+training images would be two classes.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.data.store import open_split
+from benchmark.data.store import open_split, split_image_hashes
 from benchmark.errors import UserError
 from benchmark.fileio import atomic_path, ensure_directory
 from benchmark.metrics.extractor import load_extractor, resolve_extractor_path
@@ -44,7 +51,8 @@ from benchmark.specs import ProtocolSpec
 logger = logging.getLogger(__name__)
 
 # Bump when the way features are computed changes, so stale caches are not used.
-FEATURE_CACHE_VERSION = 1
+FEATURE_CACHE_VERSION = 2
+SELECTION_RULE = "ascending per-image sha256, first count"
 # Images read from the store per feature batch (memory, not numbers).
 READ_BATCH = 500
 
@@ -119,7 +127,11 @@ class Evaluator:
         return self.split_features(self.counts.real_split, self.counts.real_count)
 
     def split_features(self, split: str, count: int) -> FeatureSet:
-        """Return features of the first `count` images of a prepared split (cached)."""
+        """Return features of `count` images of a prepared split (cached).
+
+        The images are those with the smallest per-image SHA-256, in that
+        order (see the module docstring).
+        """
         with open_split(self.data_root, self.dataset, split) as reader:
             if count > len(reader):
                 raise UserError(
@@ -127,15 +139,24 @@ class Evaluator:
                     f"the protocol needs {count}; prepare the full dataset (a partial "
                     "source cannot serve this protocol)"
                 )
-            keys_digest = hashlib.sha256(
-                "\n".join(reader.keys[:count]).encode("utf-8")
+            hashes = split_image_hashes(self.data_root, self.dataset, split)
+            if len(hashes) != len(reader):
+                raise UserError(
+                    f"the manifest of {self.dataset!r} lists {len(hashes)} images "
+                    f"for split {split!r} but its file holds {len(reader)}; run "
+                    f"`benchmark verify {self.dataset}`"
+                )
+            selected = sorted(range(len(hashes)), key=hashes.__getitem__)[:count]
+            selected_digest = hashlib.sha256(
+                "\n".join(hashes[i] for i in selected).encode("ascii")
             ).hexdigest()
             description = {
                 "dataset": self.dataset,
                 "split": split,
                 "count": count,
                 "split_digest": reader.digest,
-                "selected_keys_sha256": keys_digest,
+                "selection": SELECTION_RULE,
+                "selected_sha256": selected_digest,
             }
             cache_path = self._cache_path(description)
             cached = _read_cached_features(cache_path)
@@ -145,7 +166,7 @@ class Evaluator:
 
             def batches() -> Iterator[np.ndarray]:
                 for start in range(0, count, READ_BATCH):
-                    yield reader.read_range(start, min(start + READ_BATCH, count))
+                    yield reader.read(selected[start : start + READ_BATCH])
 
             features, logits = self.pipeline.extract_all(
                 batches(), total=count, desc=f"{split} features", progress=self.progress

@@ -635,6 +635,26 @@ def read_manifest(store_dir: str | os.PathLike, dataset: str) -> dict[str, Any]:
     return manifest
 
 
+def split_image_hashes(root: str | os.PathLike, dataset: str, split: str) -> list[str]:
+    """Return the manifest's per-image SHA-256 of a split, in store order.
+
+    Raises:
+        UserError: the store or the split is missing, or the manifest entry
+            is malformed.
+    """
+    store_dir = store_path(root, dataset)
+    manifest = read_manifest(store_dir, dataset)
+    try:
+        entry = manifest["splits"][split]
+        hashes = [str(item["sha256"]) for item in entry["images"]]
+    except (KeyError, TypeError) as error:
+        raise UserError(
+            f"manifest of {str(store_dir)!r} has no valid image list for split "
+            f"{split!r} ({error!r}); {_rerun_hint(dataset, store_dir)}"
+        ) from error
+    return hashes
+
+
 def _missing_store(store_dir: Path, dataset: str) -> UserError:
     if store_dir.exists():
         return UserError(
