@@ -31,6 +31,8 @@ def progress_bar(
         unit_scale=unit_scale,
         disable=not enabled,
         mininterval=INTERACTIVE_INTERVAL_S if interactive else LOG_INTERVAL_S,
+        # tqdm's monitor thread would otherwise force a redraw every 10 s.
+        maxinterval=10.0 if interactive else LOG_INTERVAL_S,
         dynamic_ncols=interactive,
         file=sys.stderr,
     )
