@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from benchmark import __version__, specs
 from benchmark.errors import DivergedError, UserError
-from benchmark.fileio import to_json
+from benchmark.fileio import atomic_write_json, to_json
 from benchmark.paths import (
     CACHE_VARIABLE,
     DATA_ROOT_VARIABLE,
@@ -162,9 +163,11 @@ def command_verify(args: argparse.Namespace) -> int:
 def command_eval(args: argparse.Namespace) -> int:
     from benchmark.models import build_models
     from benchmark.protocol import Evaluator, GeneratedNonFinite
+    from benchmark.records import environment
     from benchmark.training.checkpoint import load_checkpoint
     from benchmark.training.determinism import enable_deterministic_mode
 
+    started = time.perf_counter()
     protocol = specs.load_protocol(args.protocol)
     specs.load_dataset(args.dataset)
     device = _device(args)
@@ -218,7 +221,11 @@ def command_eval(args: argparse.Namespace) -> int:
         "reference": reference.description,
         "sample": sample_description,
         "metrics": metrics,
+        "wall_seconds": round(time.perf_counter() - started, 3),
+        "environment": environment(device),
     }
+    if args.out is not None:
+        atomic_write_json(args.out, result)
     text = (
         f"protocol {protocol.name} v{protocol.version}, extractor "
         f"{evaluator.extractor.name} ({evaluator.extractor.sha256[:12]})\n"
@@ -427,6 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--split", help="compare the first --count images of this split"
     )
     sample.add_argument("--checkpoint", help="compare samples of this checkpoint's G")
+    evaluate.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="also write the result (with the environment) to this JSON file",
+    )
     evaluate.add_argument(
         "--count",
         type=int,

@@ -263,3 +263,41 @@ def test_json_flag_prints_only_json(finished_run, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["name"] == "resnetcifar-ns-sn"
     assert rows[0]["published_fid"] == 22.91
+
+
+def test_eval_of_checkpoint_reproduces_run_metrics(
+    finished_run, synthetic_store, extractor_file, tiny_protocol, tmp_path, capsys
+):
+    """Check that `eval --checkpoint` on the final checkpoint gives the run's metrics."""
+    checkpoint = finished_run / "seed-1" / "checkpoints" / "step-000000004.pt"
+    out = tmp_path / "eval.json"
+    arguments = [
+        "eval", "--dataset", "cifar10", "--protocol", str(tiny_protocol),
+        "--checkpoint", str(checkpoint), "--root", str(synthetic_store),
+        "--cache", str(tmp_path / "cache"), "--extractor", str(extractor_file),
+        "--device", "cpu", "--no-progress", "--json", "--out", str(out),
+    ]  # fmt: skip
+    assert main(arguments) == 0
+    printed = json.loads(capsys.readouterr().out)
+    record = read_json(finished_run / "seed-1" / "record.json")
+    assert printed["metrics"] == record["final"]
+    assert printed["sample"]["step"] == 4
+    assert read_json(out)["metrics"] == printed["metrics"]
+
+
+def test_eval_of_split_against_reference(
+    synthetic_store, extractor_file, tiny_protocol, tmp_path, capsys
+):
+    """Check a real-vs-real evaluation, and that the reference split is refused."""
+    common = [
+        "--dataset", "cifar10", "--protocol", str(tiny_protocol),
+        "--root", str(synthetic_store), "--cache", str(tmp_path / "cache"),
+        "--extractor", str(extractor_file), "--device", "cpu", "--no-progress",
+    ]  # fmt: skip
+    assert main(["eval", "--split", "train", "--count", "20", "--json", *common]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["sample"]["count"] == 20
+    assert result["reference"]["split"] == "test"
+    assert result["metrics"]["fid"] > 0
+    assert main(["eval", "--split", "test", *common]) == 2
+    assert "reference split" in capsys.readouterr().err

@@ -177,6 +177,7 @@ def state_dict(state: TrainingState, config: TrainConfig, run_seed: int) -> dict
         "g_optimizer": state.g_optimizer.state_dict(),
         "d_optimizer": state.d_optimizer.state_dict(),
         "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
 
 
@@ -197,6 +198,13 @@ def restore(
     state.g_optimizer.load_state_dict(saved["g_optimizer"])
     state.d_optimizer.load_state_dict(saved["d_optimizer"])
     torch.set_rng_state(saved["torch_rng"])
+    cuda_states = saved.get("cuda_rng") or []
+    if (
+        cuda_states
+        and torch.cuda.is_available()
+        and len(cuda_states) == torch.cuda.device_count()
+    ):
+        torch.cuda.set_rng_state_all(cuda_states)
     state.step = int(saved["step"])
 
 
