@@ -38,7 +38,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.data.store import open_split, split_image_hashes
+from benchmark.data.store import (
+    open_split,
+    read_manifest,
+    split_image_hashes,
+    store_path,
+)
 from benchmark.errors import UserError
 from benchmark.fileio import atomic_path, ensure_directory
 from benchmark.metrics.extractor import load_extractor, resolve_extractor_path
@@ -102,8 +107,21 @@ class Evaluator:
         )
 
     def describe(self) -> dict[str, Any]:
-        """Return the protocol and extractor identity for the run record."""
+        """Return the protocol, extractor and store identity for the run record."""
+        manifest = read_manifest(store_path(self.data_root, self.dataset), self.dataset)
+        source = manifest.get("source", {})
         return {
+            "store": {
+                "dataset": self.dataset,
+                "spec_version": manifest.get("spec_version"),
+                "reference_split": manifest.get("reference_split"),
+                "source_format": source.get("format"),
+                "source_sha256": source.get("sha256"),
+                "split_digests": {
+                    split: entry.get("digest")
+                    for split, entry in manifest.get("splits", {}).items()
+                },
+            },
             "protocol": {
                 "name": self.protocol.name,
                 "version": self.protocol.version,

@@ -261,6 +261,7 @@ def summarise(records: list[dict[str, Any]], shared: dict[str, Any]) -> dict[str
         "overrides": shared["overrides"],
         "protocol": shared["evaluation"]["protocol"],
         "extractor": shared["evaluation"]["extractor"],
+        "store": shared["evaluation"]["store"],
         "dataset": shared["dataset"],
         "seeds": [r["seed"] for r in records],
         "diverged_seeds": [r["seed"] for r in records if r["status"] == "diverged"],
@@ -361,6 +362,16 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{summary['protocol']['fake_count']} fake), extractor "
         f"{summary['extractor']['name']}",
     ]
+    store = summary["store"]
+    lines.append(
+        f"data: {store['source_format']} source (sha256 "
+        f"{(store['source_sha256'] or 'n/a')[:12]}), "
+        + (
+            "the reference split"
+            if store["reference_split"]
+            else "NOT the reference split"
+        )
+    )
     if not summary["named_baseline"]:
         lines.append(f"overrides {summary['overrides']}: not the named baseline")
     lines.append(
