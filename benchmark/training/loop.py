@@ -301,6 +301,8 @@ def train(
     bar = progress_bar(
         config.steps, f"seed {run_seed}", "step", enabled=progress, initial=state.step
     )
+    save_steps = config.save_steps()
+    eval_steps = config.eval_steps()
     started = time.perf_counter()
     g_loss_last = math.nan
     with bar:
@@ -323,7 +325,7 @@ def train(
                 )
             bar.update(1)
 
-            if step % LOG_EVERY == 0 or step in config.save_steps():
+            if step % LOG_EVERY == 0 or step in save_steps:
                 bar.set_postfix(d_loss=f"{d_loss:.4f}", g_loss=f"{g_loss_last:.4f}")
                 append_json_line(
                     log_path,
@@ -334,11 +336,11 @@ def train(
                         "seconds": round(time.perf_counter() - started, 3),
                     },
                 )
-            if step in config.save_steps():
+            if step in save_steps:
                 path = checkpoints.checkpoint_path(checkpoint_dir, step)
                 checkpoints.save_checkpoint(path, state_dict(state, config, run_seed))
                 _remove_older_checkpoints(checkpoint_dir, step)
-                if evaluate and step in config.eval_steps():
+                if evaluate and step in eval_steps:
                     evaluate(step, state.generator)
     return state
 
