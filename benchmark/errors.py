@@ -32,5 +32,5 @@ def unknown_name(kind: str, name: str, available: Iterable[str]) -> UserError:
     shown = ", ".join(names[:20])
     if len(names) > 20:
         shown += f", ... ({len(names)} in all)"
-    message += f" Available: {shown or 'none'}."
+    message += f"{'' if close else '.'} Available: {shown or 'none'}."
     return UserError(message)

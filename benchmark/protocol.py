@@ -39,24 +39,29 @@ import torch
 from torch import nn
 
 from benchmark.data.store import (
+    image_sha256,
     open_split,
     read_manifest,
     split_image_hashes,
     store_path,
 )
 from benchmark.errors import UserError
-from benchmark.fileio import atomic_path, ensure_directory
-from benchmark.metrics.extractor import load_extractor, resolve_extractor_path
+from benchmark.fileio import atomic_path, ensure_directory, sha256_file
+from benchmark.metrics.extractor import (
+    FEATURE_DIM,
+    load_extractor,
+    resolve_extractor_path,
+)
 from benchmark.metrics.features import FeaturePipeline
 from benchmark.metrics.fid import fid_from_features
 from benchmark.metrics.inception_score import inception_score
 from benchmark.metrics.kid import kernel_inception_distance
-from benchmark.specs import ProtocolSpec
+from benchmark.specs import ProtocolSpec, as_dict
 
 logger = logging.getLogger(__name__)
 
 # Bump when the way features are computed changes, so stale caches are not used.
-FEATURE_CACHE_VERSION = 2
+FEATURE_CACHE_VERSION = 3
 SELECTION_RULE = "ascending per-image sha256, first count"
 # Images read from the store per feature batch (memory, not numbers).
 READ_BATCH = 500
@@ -125,10 +130,12 @@ class Evaluator:
             "protocol": {
                 "name": self.protocol.name,
                 "version": self.protocol.version,
+                "file_sha256": sha256_file(self.protocol.path),
                 "real_split": self.counts.real_split,
                 "real_count": self.counts.real_count,
                 "fake_count": self.counts.fake_count,
                 "fake_seed": self.protocol.fake_seed,
+                "spec": as_dict(self.protocol),
             },
             "extractor": {
                 "name": self.extractor.name,
@@ -148,15 +155,16 @@ class Evaluator:
         """Return features of `count` images of a prepared split (cached).
 
         The images are those with the smallest per-image SHA-256, in that
-        order (see the module docstring).
+        order (see the module docstring). They are read and hashed on every
+        call, cache or not, so a store changed after `benchmark prepare`
+        cannot pass under its old digest.
+
+        Raises:
+            UserError: `count` is out of range, or an image read from the store
+                does not match the manifest.
         """
+        check_count(self.data_root, self.dataset, split, count)
         with open_split(self.data_root, self.dataset, split) as reader:
-            if count > len(reader):
-                raise UserError(
-                    f"split {split!r} of {self.dataset!r} has {len(reader)} images, "
-                    f"the protocol needs {count}; prepare the full dataset (a partial "
-                    "source cannot serve this protocol)"
-                )
             hashes = split_image_hashes(self.data_root, self.dataset, split)
             if len(hashes) != len(reader):
                 raise UserError(
@@ -176,15 +184,21 @@ class Evaluator:
                 "selection": SELECTION_RULE,
                 "selected_sha256": selected_digest,
             }
-            cache_path = self._cache_path(description)
-            cached = _read_cached_features(cache_path)
-            if cached is not None:
-                logger.info("using cached features %s", cache_path)
-                return FeatureSet(*cached, description=description)
 
             def batches() -> Iterator[np.ndarray]:
                 for start in range(0, count, READ_BATCH):
-                    yield reader.read(selected[start : start + READ_BATCH])
+                    chunk = selected[start : start + READ_BATCH]
+                    images = reader.read(chunk)
+                    _check_hashes(images, [hashes[i] for i in chunk], chunk, reader)
+                    yield images
+
+            cache_path = self._cache_path(description)
+            cached = _read_cached_features(cache_path, count)
+            if cached is not None:
+                for _ in batches():
+                    pass  # the pixels are still checked against the manifest
+                logger.info("using cached features %s", cache_path)
+                return FeatureSet(*cached, description=description)
 
             features, logits = self.pipeline.extract_all(
                 batches(), total=count, desc=f"{split} features", progress=self.progress
@@ -278,20 +292,60 @@ class Evaluator:
             "image_size": self.protocol.image_size,
             "torch": torch.__version__,
             "device": self.pipeline.device.type,
+            # CPU kernels split work by thread, which moves the last bits.
+            "threads": torch.get_num_threads(),
         }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
         return self.cache_dir / "features" / f"{digest}.npz"
 
 
-def _read_cached_features(path: Path) -> tuple[np.ndarray, np.ndarray | None] | None:
+def check_count(root: Path, dataset: str, split: str, count: int) -> None:
+    """Reject a sample count that a split cannot serve, before any heavy work."""
+    with open_split(root, dataset, split) as reader:
+        available = len(reader)
+    if count < 2:
+        raise UserError(
+            f"image count must be at least 2 (a covariance needs two), got {count}"
+        )
+    if count > available:
+        raise UserError(
+            f"split {split!r} of {dataset!r} has {available} images, {count} are "
+            "needed; prepare the full dataset (a partial source cannot serve this "
+            "count) or ask for fewer"
+        )
+
+
+def _check_hashes(images: np.ndarray, expected: list[str], indices, reader) -> None:
+    for image, digest, index in zip(images, expected, indices, strict=True):
+        if image_sha256(image) != digest:
+            raise UserError(
+                f"image {index} (key {reader.keys[index]!r}) of {str(reader.path)!r} "
+                "does not match its manifest hash; the store changed after it was "
+                f"prepared: run `benchmark verify {reader.dataset}` and prepare it again"
+            )
+
+
+def _read_cached_features(
+    path: Path, count: int
+) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """Return cached (features, logits), or None when absent or unusable."""
     if not path.is_file():
         return None
     try:
         with np.load(path) as stored:
             features = stored["features"]
             logits = stored["logits"] if "logits" in stored.files else None
-    except (OSError, ValueError, KeyError) as error:
+    except Exception as error:  # noqa: BLE001 - any unreadable cache is recomputed
         logger.warning("ignoring unreadable feature cache %s: %s", path, error)
+        return None
+    valid = (
+        features.dtype == np.float32
+        and features.shape == (count, FEATURE_DIM)
+        and np.isfinite(features).all()
+        and (logits is None or (logits.shape[0] == count and np.isfinite(logits).all()))
+    )
+    if not valid:
+        logger.warning("ignoring feature cache %s: wrong shape, type or values", path)
         return None
     return features, logits
 
@@ -299,10 +353,14 @@ def _read_cached_features(path: Path) -> tuple[np.ndarray, np.ndarray | None] | 
 def _write_cached_features(
     path: Path, features: np.ndarray, logits: np.ndarray | None
 ) -> None:
-    ensure_directory(path.parent)
+    """Write the cache; a cache folder that cannot be written only costs speed."""
     arrays = {"features": features}
     if logits is not None:
         arrays["logits"] = logits
-    with atomic_path(path) as temporary:
-        with open(temporary, "wb") as handle:
-            np.savez(handle, **arrays)
+    try:
+        ensure_directory(path.parent)
+        with atomic_path(path) as temporary:
+            with open(temporary, "wb") as handle:
+                np.savez(handle, **arrays)
+    except UserError as error:
+        logger.warning("feature cache not written: %s", error)

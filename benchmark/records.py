@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import subprocess
 import sys
@@ -65,14 +66,31 @@ def git_state() -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(status.strip())}
 
 
+def cpu_model() -> str:
+    """Return the CPU model name from /proc/cpuinfo, else the architecture."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_description(device: torch.device) -> dict[str, Any]:
-    """Return the device type and name (GPU model, or the CPU's architecture)."""
+    """Return the device type and name (GPU model, or CPU model and ISA level)."""
     if device.type == "cuda":
         index = (
             device.index if device.index is not None else torch.cuda.current_device()
         )
         return {"type": "cuda", "name": torch.cuda.get_device_name(index)}
-    return {"type": device.type, "name": platform.processor() or platform.machine()}
+    return {
+        "type": device.type,
+        "name": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_count": os.cpu_count(),
+    }
 
 
 def environment(device: torch.device) -> dict[str, Any]:

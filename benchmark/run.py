@@ -20,32 +20,40 @@ import contextlib
 import fcntl
 import json
 import logging
+import math
 import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from benchmark.data.store import open_split
+from benchmark.data.store import image_sha256, open_split, split_image_hashes
 from benchmark.errors import DivergedError, UserError
 from benchmark.fileio import (
     append_json_line,
     atomic_write_json,
     ensure_directory,
     read_json,
+    sha256_file,
+    to_json,
 )
 from benchmark.protocol import Evaluator, FeatureSet, GeneratedNonFinite
 from benchmark.records import RECORD_FORMAT, environment
-from benchmark.specs import BaselineSpec, ProtocolSpec, as_dict
+from benchmark.specs import BaselineSpec, ProtocolSpec, as_dict, spec_directory
 from benchmark.training import determinism
-from benchmark.training.checkpoint import state_digest
+from benchmark.training.checkpoint import list_checkpoints, state_digest
 from benchmark.training.loop import TrainConfig, train
 
 logger = logging.getLogger(__name__)
+
+# Source formats whose pixels are checked against the official release.
+OFFICIAL_FORMATS = ("official-archive", "official-folder")
 
 # Settings a user may override on the command line; any override makes the
 # run "not the named baseline" in its records.
@@ -87,7 +95,13 @@ def resolve_config(spec: BaselineSpec, overrides: dict[str, int]) -> TrainConfig
 def output_lock(out_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on OUT so that two runs cannot write it at once."""
     ensure_directory(out_dir)
-    with open(out_dir / ".lock", "w") as handle:
+    try:
+        handle = open(out_dir / ".lock", "w")  # noqa: SIM115 - closed below
+    except OSError as error:
+        raise UserError(
+            f"cannot write in {str(out_dir)!r}: {error.strerror}; choose a writable --out"
+        ) from error
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -101,19 +115,36 @@ def output_lock(out_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _without_paths(value: Any) -> Any:
+    """Drop "path" keys: the same spec may be given by name or by file path."""
+    if isinstance(value, dict):
+        return {k: _without_paths(v) for k, v in value.items() if k != "path"}
+    if isinstance(value, list | tuple):
+        return [_without_paths(item) for item in value]
+    return value
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """List 'key: old -> new' for every leaf that differs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        found = []
+        for key in sorted(set(old) | set(new)):
+            found += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return found
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
+
+
 def _write_config_once(path: Path, config: dict[str, Any]) -> None:
-    """Write OUT/config.json, or check that an existing one matches."""
+    """Write OUT/config.json, or check that an existing one has the same settings."""
+    config = json.loads(to_json(config))  # tuples become lists, as in the file
     if path.exists():
         existing = read_json(path)
-        if existing != config:
-            changed = sorted(
-                key
-                for key in set(existing) | set(config)
-                if existing.get(key) != config.get(key)
-            )
+        changed = _differences(_without_paths(existing), _without_paths(config))
+        if changed:
+            shown = "; ".join(changed[:3]) + ("; ..." if len(changed) > 3 else "")
             raise UserError(
-                f"{str(path)!r} contains a run with different settings ({', '.join(changed)} "
-                "differ); resume with the same command or choose another --out"
+                f"{str(path)!r} contains a run with other settings ({shown}); "
+                "resume with the same settings or choose another --out"
             )
         return
     atomic_write_json(path, config)
@@ -130,6 +161,14 @@ def _read_evaluations(path: Path) -> list[dict[str, Any]]:
             continue  # a line cut short by an interruption; it is evaluated again
     by_step = {entry["step"]: entry for entry in evaluations}
     return [by_step[step] for step in sorted(by_step)]
+
+
+def _best_step(evaluations: list[dict[str, Any]]) -> int | None:
+    """Return the step with the lowest finite FID (the earliest on a tie)."""
+    finite = [e for e in evaluations if e["metrics"].get("fid") is not None]
+    if not finite:
+        return None
+    return min(finite, key=lambda e: (e["metrics"]["fid"], e["step"]))["step"]
 
 
 def run_seed(
@@ -150,7 +189,17 @@ def run_seed(
         return read_json(record_path)
 
     evals_path = run_dir / "evals.jsonl"
+    sessions_path = run_dir / "sessions.jsonl"
     ensure_directory(run_dir)
+    saved = list_checkpoints(run_dir / "checkpoints")
+    append_json_line(
+        sessions_path,
+        {
+            "started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+            "start_step": saved[-1][0] if saved else 0,
+            "environment": shared["environment"],
+        },
+    )
     started = time.perf_counter()
 
     def evaluate(step: int, generator: nn.Module) -> None:
@@ -182,8 +231,13 @@ def run_seed(
     def evaluated_steps() -> set[int]:
         return {entry["step"] for entry in _read_evaluations(evals_path)}
 
+    def kept_steps() -> set[int]:
+        best = _best_step(_read_evaluations(evals_path))
+        return set() if best is None else {best}
+
     status = "completed"
     diverged_at = None
+    weights = None
     try:
         state = train(
             config,
@@ -193,6 +247,7 @@ def run_seed(
             device,
             evaluate=evaluate,
             evaluated_steps=evaluated_steps,
+            kept_steps=kept_steps,
             progress=progress,
         )
         weights = {
@@ -202,13 +257,14 @@ def run_seed(
     except DivergedError as error:
         status = "diverged"
         diverged_at = error.step
-        weights = None
         logger.warning("seed %d diverged: %s", seed, error)
 
     evaluations = _read_evaluations(evals_path)
-    finite = [e for e in evaluations if e["metrics"].get("fid") is not None]
-    final = evaluations[-1]["metrics"] if evaluations else {}
-    best = min(finite, key=lambda e: e["metrics"]["fid"]) if finite else None
+    best_step = _best_step(evaluations)
+    best = next((e for e in evaluations if e["step"] == best_step), None)
+    last = evaluations[-1] if evaluations else None
+    final = last["metrics"] if status == "completed" and last else None
+    sessions = [json.loads(line) for line in sessions_path.read_text().splitlines()]
     record = {
         "format": RECORD_FORMAT,
         "status": status,
@@ -216,31 +272,42 @@ def run_seed(
         "seed": seed,
         "stream_seeds": determinism.stream_seeds(seed),
         "steps": config.steps,
+        # Metrics of the last step; None when training did not finish.
         "final": final,
-        "best": ({"step": best["step"], **best["metrics"]} if best else None),
+        # The evaluation with the lowest FID, which compare_gan v2 reported.
+        "best": {"step": best["step"], **best["metrics"]} if best else None,
         "evaluations": evaluations,
         "weights": weights,
         "wall_seconds_last_session": round(time.perf_counter() - started, 3),
         **shared,
+        # One entry per process that worked on this seed (resumptions).
+        "sessions": sessions,
     }
     atomic_write_json(record_path, record)
     return record
 
 
 def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
+    """Median that counts a missing value as the worst; None if that is the median."""
+    if not values:
+        return None
+    middle = statistics.median(values)
+    return None if math.isinf(middle) else middle
 
 
 def summarise(records: list[dict[str, Any]], shared: dict[str, Any]) -> dict[str, Any]:
-    """Return medians over seeds of the best and final metrics."""
-    completed = [r for r in records if r["status"] == "completed"]
+    """Return medians over all seeds of the best and final metrics.
+
+    A seed without a value (diverged, or NaN images at every evaluation)
+    counts as +infinity, the way compare_gan's NaN marker (FID 31337) counted
+    as a very bad score, so it moves the median up instead of dropping out.
+    """
 
     def collect(which: str, metric: str) -> list[float]:
         values = []
-        for record in completed:
+        for record in records:
             value = (record.get(which) or {}).get(metric)
-            if value is not None:
-                values.append(value)
+            values.append(math.inf if value is None else value)
         return values
 
     per_seed = [
@@ -258,6 +325,7 @@ def summarise(records: list[dict[str, Any]], shared: dict[str, Any]) -> dict[str
     return {
         "baseline": shared["baseline"]["name"],
         "named_baseline": shared["named_baseline"],
+        "not_named_because": shared["not_named_because"],
         "overrides": shared["overrides"],
         "protocol": shared["evaluation"]["protocol"],
         "extractor": shared["evaluation"]["extractor"],
@@ -270,10 +338,55 @@ def summarise(records: list[dict[str, Any]], shared: dict[str, Any]) -> dict[str
         "median_fid_best": _median(collect("best", "fid")),
         "median_fid_final": _median(collect("final", "fid")),
         "median_kid_final": _median(collect("final", "kid")),
-        "median_inception_score_final": _median(collect("final", "inception_score")),
+        "median_inception_score_final": _median(
+            [v for v in collect("final", "inception_score") if not math.isinf(v)]
+        ),
         "published": shared["baseline"].get("published"),
         "per_seed": per_seed,
+        "environment": shared["environment"],
     }
+
+
+def named_baseline_status(spec: BaselineSpec, overrides: dict[str, int]) -> dict:
+    """Tell whether a run is the named baseline: the packaged file, no overrides."""
+    packaged = spec_directory("baselines") / f"{spec.name}.toml"
+    reasons = []
+    if overrides:
+        reasons.append(f"overrides {overrides}")
+    if not packaged.is_file():
+        reasons.append("the spec is not one of the packaged baselines")
+    elif sha256_file(packaged) != sha256_file(spec.path):
+        reasons.append(f"{spec.path} differs from the packaged {spec.name}.toml")
+    return {"named_baseline": not reasons, "not_named_because": reasons}
+
+
+def _train_images_in_hash_order(
+    data_root: Path, dataset: str
+) -> tuple[torch.Tensor, str]:
+    """Load the training split sorted by per-image SHA-256, checking every hash.
+
+    The batch sampler permutes this order, so the same pixels give the same
+    batches whatever layout the source had (a class-folder source stores
+    CIFAR-10 sorted by class, the official archive in its own order).
+    """
+    hashes = split_image_hashes(data_root, dataset, "train")
+    with open_split(data_root, dataset, "train") as reader:
+        images = reader.load_all()
+        digest = reader.digest
+        if len(hashes) != len(images):
+            raise UserError(
+                f"the manifest of {dataset!r} lists {len(hashes)} training images but "
+                f"the store holds {len(images)}; run `benchmark verify {dataset}`"
+            )
+        for index, (image, expected) in enumerate(zip(images, hashes, strict=True)):
+            if image_sha256(image) != expected:
+                raise UserError(
+                    f"training image {index} (key {reader.keys[index]!r}) does not "
+                    f"match its manifest hash; run `benchmark verify {dataset}` and "
+                    "prepare the store again"
+                )
+    order = np.argsort(np.asarray(hashes), kind="stable")
+    return torch.from_numpy(images[order]), digest
 
 
 def run_baseline(
@@ -301,12 +414,22 @@ def run_baseline(
             f"pass --dataset {spec.dataset}"
         )
     config = resolve_config(spec, overrides)
+    protocol.for_dataset(dataset)
     determinism.enable_deterministic_mode()
+    settings = {
+        "baseline": as_dict(spec),
+        "baseline_file_sha256": sha256_file(spec.path),
+        **named_baseline_status(spec, overrides),
+        "overrides": overrides,
+        "config": asdict(config),
+        "protocol": as_dict(protocol),
+        "dataset_name": dataset,
+    }
 
     with output_lock(out_dir):
-        with open_split(data_root, dataset, "train") as reader:
-            train_images = torch.from_numpy(reader.load_all())
-            train_digest = reader.digest
+        # Checked before any heavy work, so a wrong --out fails at once.
+        _write_config_once(out_dir / "config.json", settings)
+        train_images, train_digest = _train_images_in_hash_order(data_root, dataset)
         evaluator = Evaluator(
             protocol,
             dataset,
@@ -319,19 +442,17 @@ def run_baseline(
         )
         reference = evaluator.reference_features()
         shared = {
-            "baseline": as_dict(spec),
-            "named_baseline": not overrides,
-            "overrides": overrides,
-            "config": asdict(config),
+            **settings,
             "dataset": {
                 "name": dataset,
                 "train_split_digest": train_digest,
+                "train_order": "ascending per-image sha256, then one seeded "
+                "permutation per epoch",
                 "reference": reference.description,
             },
             "evaluation": evaluator.describe(),
+            "environment": environment(device),
         }
-        _write_config_once(out_dir / "config.json", shared)
-        shared = {**shared, "environment": environment(device)}
 
         records = []
         for seed in seeds:
@@ -355,25 +476,24 @@ def run_baseline(
 
 def format_summary(summary: dict[str, Any]) -> str:
     """Return a short human-readable table of a summary."""
+    protocol = summary["protocol"]
     lines = [
         f"baseline {summary['baseline']} on {summary['dataset']['name']}, protocol "
-        f"{summary['protocol']['name']} v{summary['protocol']['version']} "
-        f"({summary['protocol']['real_count']} real vs "
-        f"{summary['protocol']['fake_count']} fake), extractor "
-        f"{summary['extractor']['name']}",
+        f"{protocol['name']} v{protocol['version']} ({protocol['real_count']} real vs "
+        f"{protocol['fake_count']} fake), extractor {summary['extractor']['name']}",
     ]
     store = summary["store"]
+    official = store["source_format"] in OFFICIAL_FORMATS
     lines.append(
         f"data: {store['source_format']} source (sha256 "
         f"{(store['source_sha256'] or 'n/a')[:12]}), "
-        + (
-            "the reference split"
-            if store["reference_split"]
-            else "NOT the reference split"
-        )
+        + ("all official counts" if store["reference_split"] else "a PARTIAL store")
+        + ("" if official else ", pixels not checked against the official release")
     )
     if not summary["named_baseline"]:
-        lines.append(f"overrides {summary['overrides']}: not the named baseline")
+        lines.append(
+            "not the named baseline: " + "; ".join(summary["not_named_because"])
+        )
     lines.append(
         f"{'seed':>6} {'status':>10} {'FID best':>10} {'at step':>8} "
         f"{'FID final':>10} {'KID final':>11} {'IS final':>9}"
@@ -385,22 +505,31 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
 
     for row in summary["per_seed"]:
+        step = row["fid_best_step"] if row["fid_best_step"] is not None else "n/a"
         lines.append(
             f"{row['seed']:>6} {row['status']:>10} {number(row['fid_best'], 10, 4)} "
-            f"{row['fid_best_step'] if row['fid_best_step'] is not None else 'n/a':>8} "
-            f"{number(row['fid_final'], 10, 4)} {number(row['kid_final'], 11, 6)} "
+            f"{step:>8} {number(row['fid_final'], 10, 4)} "
+            f"{number(row['kid_final'], 11, 6)} "
             f"{number(row['inception_score_final'], 9, 4)}"
         )
     lines.append(
-        f"median FID best {number(summary['median_fid_best'], 0, 4)}, final "
-        f"{number(summary['median_fid_final'], 0, 4)}; median KID final "
-        f"{number(summary['median_kid_final'], 0, 6)}; median IS final "
+        f"median over {len(summary['seeds'])} seeds: FID best "
+        f"{number(summary['median_fid_best'], 0, 4)}, final "
+        f"{number(summary['median_fid_final'], 0, 4)}; KID final "
+        f"{number(summary['median_kid_final'], 0, 6)}; IS final "
         f"{number(summary['median_inception_score_final'], 0, 4)}"
     )
     published = summary.get("published")
     if published:
+        comparable = (
+            summary["named_baseline"]
+            and official
+            and store["reference_split"]
+            and published["protocol"] == protocol["name"]
+        )
         lines.append(
-            f"published FID {published['fid']} under protocol {published['protocol']} "
-            f"({published['source']})"
+            f"published FID {published['fid']} ({published['protocol']}, official "
+            f"data; {published['source']})"
+            + ("" if comparable else ": NOT comparable with this run")
         )
     return "\n".join(lines)

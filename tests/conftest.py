@@ -5,12 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
+from synthetic import write_synthetic_cifar10
 
-from benchmark.data.store import SourceData, SplitArrays, store_lock, write_store
 from benchmark.paths import EXTRACTOR_VARIABLE
-from benchmark.specs import load_dataset
 
 # The folder with real data and outside oracles; CI passes its location.
 SHARED_DATA_VARIABLE = "BENCHMARK_SHARED_DATA"
@@ -63,28 +61,6 @@ def extractor_file(request) -> Path:
         if os.environ.get("CI"):
             pytest.fail(f"real extractor weights unavailable in CI: {error}")
         pytest.skip(f"real extractor weights unavailable: {error}")
-
-
-def write_synthetic_cifar10(
-    root: Path, train_count: int, test_count: int, seed: int = 0
-):
-    """Write a partial CIFAR-10 store of smooth random images and return its path."""
-    spec = load_dataset("cifar10")
-    rng = np.random.default_rng(seed)
-    splits = {}
-    for split, count in (("train", train_count), ("test", test_count)):
-        # Low-frequency colour fields look more like photos than white noise,
-        # which keeps Inception features in a sensible range.
-        coarse = rng.integers(0, 256, size=(count, 4, 4, 3)).astype(np.float64)
-        images = np.kron(coarse, np.ones((1, 8, 8, 1)))
-        images += rng.normal(0.0, 8.0, size=images.shape)
-        images = np.clip(np.rint(images), 0, 255).astype(np.uint8)
-        labels = (np.arange(count) % 10).astype(np.int64)
-        keys = [f"{split}/{index:05d}" for index in range(count)]
-        splits[split] = SplitArrays(images, labels, keys)
-    data = SourceData(splits, {"format": "synthetic", "seed": seed})
-    with store_lock(root, spec.name):
-        return write_store(root, spec, data, partial=True)
 
 
 @pytest.fixture(scope="session")

@@ -151,9 +151,9 @@ def finished_run(synthetic_store, extractor_file, tiny_protocol, tmp_path_factor
 
 
 def comparable(record: dict) -> dict:
-    """Drop what may differ between identical runs: wall time and environment."""
+    """Drop what may differ between identical runs: wall times and environment."""
     kept = dict(record)
-    for key in ("wall_seconds_last_session", "environment"):
+    for key in ("wall_seconds_last_session", "environment", "sessions"):
         kept.pop(key)
     for entry in kept["evaluations"]:
         entry.pop("seconds")
@@ -243,6 +243,11 @@ def test_kill_and_resume_matches_uninterrupted(
         resumed["evaluations"][-1]["metrics"]
         == uninterrupted["evaluations"][-1]["metrics"]
     )
+    final = "seed-0/checkpoints/step-000000004.pt"
+    assert (tmp_path / "out" / final).read_bytes() == (
+        finished_run / final
+    ).read_bytes()
+    assert [s["start_step"] for s in resumed["sessions"]] == [0, 2]
     assert [e["step"] for e in resumed["evaluations"]] == [2, 4]
 
 

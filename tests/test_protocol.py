@@ -7,11 +7,11 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from synthetic import write_store_with_order as write_store_in_order
 from torch import nn
 
-from benchmark.data.store import SourceData, SplitArrays, store_lock, write_store
 from benchmark.protocol import Evaluator
-from benchmark.specs import ProtocolDataset, load_dataset, load_protocol
+from benchmark.specs import ProtocolDataset, load_protocol
 
 COUNT = 6
 
@@ -19,24 +19,6 @@ COUNT = 6
 def tiny_protocol(real: int = COUNT, fake: int = COUNT):
     datasets = {"cifar10": ProtocolDataset("test", real, fake)}
     return dataclasses.replace(load_protocol("quick"), datasets=datasets)
-
-
-def write_store_in_order(root, images: np.ndarray, order: np.ndarray, prefix: str):
-    """Write a store whose test split holds `images[order]` under other keys."""
-    spec = load_dataset("cifar10")
-    count = len(order)
-    splits = {
-        split: SplitArrays(
-            images[order],
-            np.zeros(count, dtype=np.int64),
-            [f"{prefix}/{split}/{index}" for index in range(count)],
-        )
-        for split in ("train", "test")
-    }
-    with store_lock(root, spec.name):
-        write_store(
-            root, spec, SourceData(splits, {"format": "synthetic"}), partial=True
-        )
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +87,7 @@ def test_too_few_images_is_reported(tmp_path, images, extractor_file):
     ours = evaluator(
         tmp_path, tmp_path / "cache", extractor_file, tiny_protocol(real=11)
     )
-    with pytest.raises(UserError, match="has 10 images, the protocol needs 11"):
+    with pytest.raises(UserError, match="has 10 images, 11 are needed"):
         ours.reference_features()
 
 
@@ -154,3 +136,62 @@ def test_non_finite_generator_output_is_reported(tmp_path, images, extractor_fil
         generator.scale.fill_(float("nan"))
     with pytest.raises(GeneratedNonFinite):
         ours.generator_features(generator, z_dim=5, batch_size=4, device="cpu")
+
+
+def test_changed_store_is_caught_even_with_cache(tmp_path, images, extractor_file):
+    """Check that a pixel changed after prepare fails evaluation, warm cache or not."""
+    import h5py
+
+    from benchmark.errors import UserError
+
+    write_store_in_order(tmp_path, images, np.arange(10), "k")
+    evaluator(tmp_path, tmp_path / "cache", extractor_file).reference_features()
+    with h5py.File(tmp_path / "cifar10" / "test.h5", "r+") as handle:
+        handle["images"][3, 0, 0, 0] ^= 1
+    fresh = evaluator(tmp_path, tmp_path / "cache", extractor_file)
+    with pytest.raises(UserError, match="does not match its manifest hash"):
+        fresh.reference_features()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "wrong_shape"])
+def test_bad_cache_is_recomputed(tmp_path, images, extractor_file, damage):
+    """Check that a truncated or wrong-shaped cache file is ignored and rewritten."""
+    write_store_in_order(tmp_path, images, np.arange(10), "k")
+    first = evaluator(tmp_path, tmp_path / "cache", extractor_file).reference_features()
+    (cache_file,) = (tmp_path / "cache" / "features").glob("*.npz")
+    if damage == "truncate":
+        cache_file.write_bytes(cache_file.read_bytes()[:100])
+    else:
+        np.savez(cache_file, features=np.zeros((5, 2048), dtype=np.float64))
+    again = evaluator(tmp_path, tmp_path / "cache", extractor_file).reference_features()
+    np.testing.assert_array_equal(first.features, again.features)
+    with np.load(cache_file) as stored:
+        assert stored["features"].shape == (COUNT, 2048)
+
+
+def test_unwritable_cache_only_warns(tmp_path, images, extractor_file, monkeypatch):
+    """Check that a cache that cannot be written does not fail the evaluation."""
+    import benchmark.protocol as protocol_module
+    from benchmark.errors import UserError
+
+    def refuse(path):
+        raise UserError(f"cannot create directory {str(path)!r}: Read-only file system")
+
+    monkeypatch.setattr(protocol_module, "ensure_directory", refuse)
+    write_store_in_order(tmp_path, images, np.arange(10), "k")
+    result = evaluator(
+        tmp_path, tmp_path / "cache", extractor_file
+    ).reference_features()
+    assert result.features.shape == (COUNT, 2048)
+
+
+@pytest.mark.parametrize("count, message", [(0, "at least 2"), (1, "at least 2"),
+                                            (11, "has 10 images")])  # fmt: skip
+def test_count_is_checked(tmp_path, images, count, message):
+    """Check the range of sample counts before any work."""
+    from benchmark.errors import UserError
+    from benchmark.protocol import check_count
+
+    write_store_in_order(tmp_path, images, np.arange(10), "k")
+    with pytest.raises(UserError, match=message):
+        check_count(tmp_path, "cifar10", "train", count)

@@ -8,8 +8,10 @@ from torch.nn.utils import parametrizations
 
 from benchmark.models.resnet_cifar import ResNetCifarDiscriminator, ResNetCifarGenerator
 
-# Same eps as compare_gan's l2_normalize in its power iteration.
-SPECTRAL_NORM_EPS = 1e-12
+# compare_gan's power iteration normalises with tf.nn.l2_normalize(eps=1e-12),
+# which bounds the squared norm; torch bounds the norm itself, so the same
+# floor is sqrt(1e-12) here.
+SPECTRAL_NORM_EPS = 1e-6
 
 
 def apply_spectral_norm(layers: list[nn.Module]) -> None:

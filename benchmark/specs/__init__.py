@@ -97,9 +97,11 @@ class ProtocolSpec:
     description: str
     extractor: ExtractorRequirement
     resize: str = field(metadata=_check(choices=("tf1_bilinear",)))
-    image_size: int = field(metadata=_check(min=1))
+    # The TF Inception network takes 299x299 input only.
+    image_size: int = field(metadata=_check(choices=(299,)))
     inception_batch: int = field(metadata=_check(min=1))
-    fake_seed: int = field(metadata=_check(min=0))
+    # NumPy's legacy RandomState takes seeds in [0, 2**32 - 1].
+    fake_seed: int = field(metadata=_check(min=0, max=2**32 - 1))
     quantize_fakes: bool
     kid_block_size: int = field(metadata=_check(min=2))
     is_splits: int = field(metadata=_check(min=1))
@@ -127,8 +129,9 @@ class OptimizerSpec:
 
     name: str = field(metadata=_check(choices=("adam",)))
     lr: float = field(metadata=_check(min_exclusive=0.0))
-    beta1: float = field(metadata=_check(min=0.0, max=1.0))
-    beta2: float = field(metadata=_check(min=0.0, max=1.0))
+    # At 1.0 Adam's bias correction 1 - beta^t is zero and the update divides by it.
+    beta1: float = field(metadata=_check(min=0.0, max_exclusive=1.0))
+    beta2: float = field(metadata=_check(min=0.0, max_exclusive=1.0))
 
 
 @dataclass(frozen=True)
@@ -172,18 +175,24 @@ SpecT = TypeVar("SpecT")
 
 
 def _describe(constraints: dict[str, Any], kind: str) -> str:
-    parts = [kind]
     if "choices" in constraints:
-        parts = [f"one of {', '.join(repr(c) for c in constraints['choices'])}"]
-    if "min" in constraints:
-        parts.append(f">= {constraints['min']}")
-    if "min_exclusive" in constraints:
-        parts.append(f"> {constraints['min_exclusive']}")
-    if "max" in constraints:
-        parts.append(f"<= {constraints['max']}")
+        text = f"one of {', '.join(repr(c) for c in constraints['choices'])}"
+    else:
+        lower = constraints.get("min", constraints.get("min_exclusive"))
+        upper = constraints.get("max", constraints.get("max_exclusive"))
+        if lower is not None and upper is not None:
+            opening = "[" if "min" in constraints else "("
+            closing = "]" if "max" in constraints else ")"
+            text = f"{kind} in {opening}{lower}, {upper}{closing}"
+        elif lower is not None:
+            text = f"{kind} {'>=' if 'min' in constraints else '>'} {lower}"
+        elif upper is not None:
+            text = f"{kind} {'<=' if 'max' in constraints else '<'} {upper}"
+        else:
+            text = kind
     if "pattern" in constraints:
-        parts.append(f"matching {constraints['pattern'].pattern}")
-    return " ".join(parts)
+        text += f" matching {constraints['pattern'].pattern}"
+    return text
 
 
 def _fail(source: str, where: str, expected: str, value: Any) -> UserError:
@@ -218,6 +227,8 @@ def _check_scalar(value: Any, kind: type, constraints: dict, source: str, where:
     if "min_exclusive" in constraints and value <= constraints["min_exclusive"]:
         raise _fail(source, where, expected, value)
     if "max" in constraints and value > constraints["max"]:
+        raise _fail(source, where, expected, value)
+    if "max_exclusive" in constraints and value >= constraints["max_exclusive"]:
         raise _fail(source, where, expected, value)
     if "pattern" in constraints and not constraints["pattern"].match(value):
         raise _fail(source, where, expected, value)
@@ -342,5 +353,5 @@ def load_baseline(name_or_path: str | os.PathLike) -> BaselineSpec:
 
 
 def as_dict(spec: Any) -> dict[str, Any]:
-    """Return a spec as plain JSON-ready data (tuples become lists)."""
+    """Return a spec as nested dicts (tuples stay tuples; JSON writes them as lists)."""
     return dataclasses.asdict(spec)

@@ -10,6 +10,7 @@ resume bit for bit.
 from __future__ import annotations
 
 import hashlib
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 
 from benchmark.errors import UserError
-from benchmark.fileio import atomic_path
+from benchmark.fileio import atomic_path, sha256_file
 
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d{9})\.pt$")
@@ -28,9 +29,28 @@ def checkpoint_path(directory: Path, step: int) -> Path:
     return directory / f"step-{step:09d}.pt"
 
 
+def _unshared(value: Any) -> Any:
+    """Rebuild containers and strings as new objects, leaving tensors alone.
+
+    pickle writes an object seen twice as a back-reference, so the bytes depend
+    on which objects happen to be shared: a fresh optimiser shares its `betas`
+    tuple and key strings with its twin, one loaded from a checkpoint does not.
+    Rebuilding gives every checkpoint the same sharing, hence the same bytes.
+    """
+    if isinstance(value, dict):
+        return {_unshared(key): _unshared(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_unshared(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_unshared(item) for item in value)
+    if isinstance(value, str):
+        return value.encode("utf-8").decode("utf-8")
+    return value
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write a checkpoint atomically (temporary file, fsync, rename)."""
-    state = dict(state, format=CHECKPOINT_FORMAT)
+    state = _unshared(dict(state, format=CHECKPOINT_FORMAT))
     with atomic_path(path) as temporary:
         # Through a handle, torch names the archive's inner folder "archive";
         # given a path it would use the temporary file's random name, and two
@@ -41,15 +61,23 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a checkpoint, turning a corrupt or truncated file into a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {str(path)!r} is not a file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"checkpoint not found: {str(path)!r}") from None
-    except (RuntimeError, EOFError, ValueError, OSError) as error:
+    except (
+        RuntimeError,
+        EOFError,
+        ValueError,
+        OSError,
+        pickle.UnpicklingError,
+    ) as error:
+        detail = " ".join(str(error).split())[:120] or "no detail"
         raise UserError(
-            f"corrupt checkpoint {str(path)!r} ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else 'no detail'}); "
-            "delete it to resume from the previous checkpoint or start over"
+            f"corrupt checkpoint {str(path)!r} ({type(error).__name__}: {detail}); "
+            "delete it: a run then resumes from its best checkpoint if one is "
+            "left, else from step 0"
         ) from error
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise UserError(
@@ -57,6 +85,48 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             f"{CHECKPOINT_FORMAT} written by this version of the harness"
         )
     return state
+
+
+def load_generator(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild G from a checkpoint; return it with a description for records.
+
+    Raises:
+        UserError: the file is not a checkpoint of this harness, or its
+            configuration or weights do not fit together.
+    """
+    from benchmark.models import build_models
+
+    saved = load_checkpoint(path)
+    config = saved.get("config")
+    required = ("architecture", "z_dim", "d_norm", "batch_size")
+    if not isinstance(config, dict) or any(key not in config for key in required):
+        raise UserError(
+            f"checkpoint {str(path)!r} records no usable model config (needs "
+            f"{', '.join(required)}); use a checkpoint written by `benchmark run`"
+        )
+    if not isinstance(saved.get("generator"), dict):
+        raise UserError(f"checkpoint {str(path)!r} holds no generator weights")
+    try:
+        generator, _ = build_models(
+            config["architecture"], config["z_dim"], config["d_norm"], init_seed=0
+        )
+        generator.load_state_dict(saved["generator"])
+    except (ValueError, RuntimeError, TypeError) as error:
+        detail = " ".join(str(error).split())[:160]
+        raise UserError(
+            f"checkpoint {str(path)!r}: the generator weights do not fit the recorded "
+            f"config ({detail})"
+        ) from error
+    description = {
+        "checkpoint": str(path),
+        "checkpoint_sha256": sha256_file(path),
+        "step": saved.get("step"),
+        "run_seed": saved.get("run_seed"),
+        "config_digest": saved.get("config_digest"),
+        "config": config,
+        "generator_sha256": state_digest(saved["generator"]),
+    }
+    return generator, description
 
 
 def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:

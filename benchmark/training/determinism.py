@@ -19,7 +19,8 @@ STREAM_INIT = "init"  # G and D weights, spectral-norm vectors
 STREAM_DATA = "data"  # order of training images, one permutation per epoch
 STREAM_LATENT = "latent"  # z for each training step
 STREAM_PENALTY = "penalty"  # interpolation and perturbation noise per step
-STREAMS = (STREAM_INIT, STREAM_DATA, STREAM_LATENT, STREAM_PENALTY)
+STREAM_GLOBAL = "global"  # torch's global generator, for library code that uses it
+STREAMS = (STREAM_INIT, STREAM_DATA, STREAM_LATENT, STREAM_PENALTY, STREAM_GLOBAL)
 
 # cuBLAS needs a fixed workspace to be deterministic; this is one of the two
 # settings NVIDIA documents for it.

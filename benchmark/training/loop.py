@@ -145,6 +145,9 @@ class TrainingState:
     g_optimizer: torch.optim.Optimizer
     d_optimizer: torch.optim.Optimizer
     step: int
+    # The last G loss and its step: G is updated only every n_disc steps.
+    g_loss: float = math.nan
+    g_loss_step: int = 0
 
 
 def make_state(
@@ -176,6 +179,8 @@ def state_dict(state: TrainingState, config: TrainConfig, run_seed: int) -> dict
         "discriminator": state.discriminator.state_dict(),
         "g_optimizer": state.g_optimizer.state_dict(),
         "d_optimizer": state.d_optimizer.state_dict(),
+        "g_loss": state.g_loss,
+        "g_loss_step": state.g_loss_step,
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -197,6 +202,8 @@ def restore(
     state.discriminator.load_state_dict(saved["discriminator"])
     state.g_optimizer.load_state_dict(saved["g_optimizer"])
     state.d_optimizer.load_state_dict(saved["d_optimizer"])
+    state.g_loss = float(saved["g_loss"])
+    state.g_loss_step = int(saved["g_loss_step"])
     torch.set_rng_state(saved["torch_rng"])
     cuda_states = saved.get("cuda_rng") or []
     if (
@@ -252,6 +259,7 @@ def train_step(
 
 
 EvaluateFn = Callable[[int, nn.Module], None]
+StepsFn = Callable[[], set[int]]
 
 
 def train(
@@ -261,7 +269,8 @@ def train(
     run_dir: Path,
     device: torch.device,
     evaluate: EvaluateFn | None = None,
-    evaluated_steps: Callable[[], set[int]] = set,
+    evaluated_steps: StepsFn = set,
+    kept_steps: StepsFn = set,
     progress: bool = True,
     stop_after: int | None = None,
 ) -> TrainingState:
@@ -270,13 +279,17 @@ def train(
     Args:
         config: resolved settings.
         run_seed: the run's seed; every stream is derived from it.
-        train_images: [N, H, W, C] uint8 tensor of the training split.
+        train_images: [N, H, W, C] uint8 tensor of the training split, in the
+            order the batch sampler indexes.
         run_dir: folder for `checkpoints/` and `train.jsonl`.
         device: where the models run; z and data order are drawn on the CPU.
         evaluate: called as evaluate(step, generator) after the checkpoint of
             each evaluation step is on disk.
         evaluated_steps: returns the steps already evaluated, so that a resumed
             run evaluates a saved checkpoint whose evaluation was interrupted.
+        kept_steps: returns the steps whose checkpoints must survive when a
+            newer one is written (the best evaluation so far); only the latest
+            checkpoint and these are kept.
         progress: show a progress bar on stderr.
         stop_after: stop after this step (for tests of resumption).
 
@@ -292,69 +305,82 @@ def train(
         step, path = saved[-1]
         restore(state, checkpoints.load_checkpoint(path), config, run_seed, path)
         logger.info("resuming run seed %d from %s (step %d)", run_seed, path, step)
-        _truncate_log(log_path, step)
-        if evaluate and step in config.eval_steps() and step not in evaluated_steps():
-            evaluate(step, state.generator)
+    else:
+        # Nothing in training draws from torch's global generator, but library
+        # code might; seeding it also makes the saved RNG state, and so the
+        # checkpoint bytes, the same in every process.
+        torch.manual_seed(determinism.derive_seed(run_seed, determinism.STREAM_GLOBAL))
+    # Lines after the restored step (or all lines, for a fresh start) belong
+    # to an interrupted session and will be written again.
+    _truncate_log(log_path, state.step)
+    if (
+        evaluate
+        and state.step in config.eval_steps()
+        and state.step not in evaluated_steps()
+    ):
+        evaluate(state.step, state.generator)
 
     sampler = BatchSampler(run_seed, len(train_images), config.batch_size)
     last = config.steps if stop_after is None else min(stop_after, config.steps)
+    save_steps = config.save_steps()
+    eval_steps = config.eval_steps()
     bar = progress_bar(
         config.steps, f"seed {run_seed}", "step", enabled=progress, initial=state.step
     )
-    save_steps = config.save_steps()
-    eval_steps = config.eval_steps()
     started = time.perf_counter()
-    g_loss_last = math.nan
     with bar:
         for step in range(state.step + 1, last + 1):
             indices = torch.from_numpy(sampler.indices(step))
             real = images_to_unit_interval(train_images[indices]).to(device)
-            z = sample_latents(run_seed, step, config.batch_size, config.z_dim).to(
-                device
-            )
-            d_loss, g_loss = train_step(state, config, real, z, step)
-            if g_loss is not None:
-                g_loss_last = g_loss
+            z = sample_latents(run_seed, step, config.batch_size, config.z_dim)
+            d_loss, g_loss = train_step(state, config, real, z.to(device), step)
             state.step = step
+            if g_loss is not None:
+                state.g_loss, state.g_loss_step = g_loss, step
             if not math.isfinite(d_loss) or (
                 g_loss is not None and not math.isfinite(g_loss)
             ):
                 raise DivergedError(
-                    f"loss is not finite at step {step} (d_loss={d_loss}, g_loss={g_loss})",
+                    f"loss is not finite at step {step} (d_loss={d_loss}, "
+                    f"g_loss={g_loss})",
                     step,
                 )
             bar.update(1)
 
             if step % LOG_EVERY == 0 or step in save_steps:
-                bar.set_postfix(d_loss=f"{d_loss:.4f}", g_loss=f"{g_loss_last:.4f}")
+                bar.set_postfix(d_loss=f"{d_loss:.4f}", g_loss=f"{state.g_loss:.4f}")
                 append_json_line(
                     log_path,
                     {
                         "step": step,
                         "d_loss": d_loss,
-                        "g_loss": g_loss_last,
-                        "seconds": round(time.perf_counter() - started, 3),
+                        "g_loss": state.g_loss,
+                        "g_loss_step": state.g_loss_step,
+                        "session_seconds": round(time.perf_counter() - started, 3),
                     },
                 )
             if step in save_steps:
                 path = checkpoints.checkpoint_path(checkpoint_dir, step)
                 checkpoints.save_checkpoint(path, state_dict(state, config, run_seed))
-                _remove_older_checkpoints(checkpoint_dir, step)
                 if evaluate and step in eval_steps:
                     evaluate(step, state.generator)
+                _remove_older_checkpoints(checkpoint_dir, step, kept_steps())
     return state
 
 
-def _remove_older_checkpoints(directory: Path, newest: int) -> None:
-    """Delete checkpoints before `newest`, whose evaluations are already recorded."""
+def _remove_older_checkpoints(directory: Path, newest: int, keep: set[int]) -> None:
+    """Delete checkpoints before `newest` except those in `keep`."""
     for step, path in checkpoints.list_checkpoints(directory):
-        if step < newest:
+        if step < newest and step not in keep:
             path.unlink(missing_ok=True)
 
 
 def _truncate_log(path: Path, step: int) -> None:
     """Drop log lines after `step`, which the resumed run will write again."""
     if not path.exists():
+        return
+    if step == 0:
+        path.unlink()
         return
     kept = []
     for line in path.read_text(encoding="utf-8").splitlines(keepends=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 
 import numpy as np
@@ -176,6 +177,10 @@ def test_resume_is_bitwise_equal(tmp_path, images):
     assert saved == [2]
     resumed = train(config, 0, images, tmp_path / "cut", CPU, progress=False)
     assert weights_digest(resumed) == weights_digest(uninterrupted)
+    final = "checkpoints/step-000000004.pt"
+    assert (tmp_path / "cut" / final).read_bytes() == (
+        tmp_path / "full" / final
+    ).read_bytes()
     log = (tmp_path / "cut" / "train.jsonl").read_text().splitlines()
     assert len(log) == len((tmp_path / "full" / "train.jsonl").read_text().splitlines())
 
@@ -238,3 +243,83 @@ def test_non_finite_loss_stops_with_step(tmp_path, images, monkeypatch):
     with pytest.raises(DivergedError) as caught:
         train(tiny_config(), 0, images, tmp_path, CPU, progress=False)
     assert caught.value.step == 3
+
+
+def test_resumed_log_matches_uninterrupted(tmp_path, images):
+    """Check that train.jsonl after a resume equals the uninterrupted log
+    (apart from wall time), including the last G loss and its step."""
+    config = tiny_config(steps=6, n_disc=5, checkpoint_every=2)
+    train(config, 0, images, tmp_path / "full", CPU, progress=False)
+    train(config, 0, images, tmp_path / "cut", CPU, progress=False, stop_after=3)
+    train(config, 0, images, tmp_path / "cut", CPU, progress=False)
+
+    def entries(folder):
+        lines = (folder / "train.jsonl").read_text().splitlines()
+        parsed = [json.loads(line) for line in lines]
+        for entry in parsed:
+            entry.pop("session_seconds")
+        return parsed
+
+    assert entries(tmp_path / "cut") == entries(tmp_path / "full")
+    assert all(math.isfinite(e["g_loss"]) for e in entries(tmp_path / "cut"))
+
+
+def test_checkpoint_bytes_do_not_depend_on_process_rng(tmp_path, images):
+    """Check that the saved RNG state is seeded, so checkpoint bytes repeat
+    even when the process's global generator was in another state."""
+    config = tiny_config(steps=2)
+    torch.manual_seed(123)
+    train(config, 0, images, tmp_path / "a", CPU, progress=False)
+    torch.manual_seed(456)
+    train(config, 0, images, tmp_path / "b", CPU, progress=False)
+    name = "checkpoints/step-000000002.pt"
+    assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_best_checkpoint_is_kept(tmp_path, images):
+    """Check that the checkpoint named by kept_steps survives newer ones."""
+    config = tiny_config(steps=6, checkpoint_every=2, eval_every=2)
+    train(
+        config, 0, images, tmp_path, CPU,
+        kept_steps=lambda: {2}, progress=False,
+    )  # fmt: skip
+    saved = [step for step, _ in checkpoints.list_checkpoints(tmp_path / "checkpoints")]
+    assert saved == [2, 6]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"not a checkpoint at all", "corrupt checkpoint"),
+        (b'{"json": "text"}', "corrupt checkpoint"),
+    ],
+)
+def test_garbage_checkpoint_is_reported(tmp_path, content, message):
+    """Check that arbitrary bytes give a one-line UserError, not a traceback."""
+    path = tmp_path / "step-000000002.pt"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=message) as caught:
+        checkpoints.load_checkpoint(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_generator_loader_validates_contents(tmp_path, images):
+    """Check load_generator on a good checkpoint and on broken configs."""
+    train(tiny_config(steps=2), 0, images, tmp_path, CPU, progress=False)
+    path = checkpoints.list_checkpoints(tmp_path / "checkpoints")[-1][1]
+    generator, description = checkpoints.load_generator(path)
+    assert description["step"] == 2
+    assert description["run_seed"] == 0
+    assert generator(torch.zeros(1, 16)).shape == (1, 3, 32, 32)
+
+    saved = torch.load(path, weights_only=True)
+    broken = [
+        ({**saved, "config": {"z_dim": 16}}, "no usable model config"),
+        ({**saved, "config": {**saved["config"], "z_dim": 99}}, "do not fit"),
+        ({k: v for k, v in saved.items() if k != "generator"}, "no generator"),
+    ]
+    for index, (state, message) in enumerate(broken):
+        bad = tmp_path / f"bad-{index}.pt"
+        checkpoints.save_checkpoint(bad, state)
+        with pytest.raises(UserError, match=message):
+            checkpoints.load_generator(bad)
