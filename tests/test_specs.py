@@ -106,6 +106,62 @@ def test_invalid_baseline_field_is_named(tmp_path, change, message):
     assert "\n" not in text
 
 
+def dataset_table(name: str) -> dict:
+    path = specs.spec_directory("datasets") / f"{name}.toml"
+    return tomllib.loads(path.read_text())
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda t: t["split_rule"].update(split="val"),
+            "field 'split_rule.split': expected one of two splits",
+        ),
+        (
+            lambda t: t["split_rule"].update(kind="random"),
+            "field 'split_rule.kind': expected one of 'sha256_rank'",
+        ),
+        (
+            lambda t: t["source"].update(images=5),
+            "field 'source.images' is 5 but the split counts add up to 3033042",
+        ),
+        (
+            lambda t: t["expected_digests"].update(test="abc"),
+            "field 'expected_digests.test': expected a string matching",
+        ),
+        (
+            lambda t: t["expected_digests"].update(val="0" * 64),
+            "field 'expected_digests.val': expected a split listed",
+        ),
+        (
+            lambda t: t.update(preprocessing="bicubic"),
+            "field 'preprocessing': expected one of 'none'",
+        ),
+        (lambda t: t["source"].update(md5="xyz"), "field 'source.md5'"),
+        (lambda t: t["source"].update(download="no"), "field 'source.download'"),
+    ],
+)
+def test_invalid_dataset_field_is_named(tmp_path, change, message):
+    """Check one-line errors for the split rule, source and digest fields."""
+    table = dataset_table("lsun")
+    change(table)
+    path = write_toml(tmp_path / "lsun.toml", table)
+    with pytest.raises(UserError) as caught:
+        specs.load_dataset(str(path))
+    text = str(caught.value)
+    assert message in text
+    assert str(path) in text
+    assert "\n" not in text
+
+
+def test_dataset_specs_match_protocol_entries():
+    """Check that every dataset a protocol names has a spec, and the reverse."""
+    datasets = set(specs.available("datasets"))
+    for name in specs.available("protocols"):
+        assert set(specs.load_protocol(name).datasets) == datasets
+
+
 def test_invalid_toml_is_reported(tmp_path):
     """Check that a syntax error names the file."""
     path = tmp_path / "broken.toml"

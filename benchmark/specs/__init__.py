@@ -26,6 +26,13 @@ SPEC_KINDS = ("datasets", "protocols", "baselines")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 MD5_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+# Checksums a spec leaves empty where none has been published.
+OPTIONAL_SHA256_PATTERN = re.compile(r"^([0-9a-f]{64})?$")
+OPTIONAL_MD5_PATTERN = re.compile(r"^([0-9a-f]{32})?$")
+
+# Pinned image pipelines, implemented in benchmark.data.imageops.
+PREPROCESSING = ("none", "tf_resize_with_crop_or_pad", "box_downsample")
+SPLIT_RULES = ("sha256_rank",)
 
 ARCHITECTURES = ("resnet_cifar",)
 LOSSES = ("ns",)
@@ -44,17 +51,50 @@ def _check(**constraints: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """Where the official release of a dataset comes from and how to check it."""
+    """Where the official release of a dataset comes from and how to check it.
+
+    `md5`, `sha256` and `size` describe the downloadable file `filename`;
+    empty or 0 where no checksum has been published. `checksum_origin` names
+    who published them. `images` is the number of images (source keys) in the
+    complete release, or 0 when it is the sum of the split counts. `download` tells
+    whether `benchmark prepare` may fetch `url` itself.
+    """
 
     url: str
     filename: str
-    md5: str = field(metadata=_check(pattern=MD5_PATTERN))
+    md5: str = field(default="", metadata=_check(pattern=OPTIONAL_MD5_PATTERN))
+    sha256: str = field(default="", metadata=_check(pattern=OPTIONAL_SHA256_PATTERN))
+    size: int = field(default=0, metadata=_check(min=0))
+    checksum_origin: str = ""
+    images: int = field(default=0, metadata=_check(min=0))
+    download: bool = True
     member_md5: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
+class SplitRuleSpec:
+    """A split chosen by ranking source keys on SHA-256(salt + key).
+
+    The `count` smallest-ranked keys whose image decodes form split `split`
+    (count from the dataset's `splits`); every other decodable key goes to the
+    dataset's other split.
+    """
+
+    kind: str = field(metadata=_check(choices=SPLIT_RULES))
+    salt: str
+    split: str
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
-    """A prepared dataset: image shape, exact split counts and source."""
+    """A prepared dataset: image shape, exact split counts and source.
+
+    Without a `split_rule` the source defines the splits (CIFAR-10's official
+    train/test). With one, `splits` gives the counts of the complete release.
+    The ranked split always has its count, while the other split has fewer
+    images when the release contains undecodable ones. `expected_digests`
+    holds the split digests measured on the complete release, by split name.
+    """
 
     name: str = field(metadata=_check(pattern=NAME_PATTERN))
     version: int = field(metadata=_check(min=1))
@@ -63,7 +103,11 @@ class DatasetSpec:
     channels: int = field(metadata=_check(choices=(1, 3)))
     splits: dict[str, int]
     source: SourceSpec
-    preprocessing: str
+    preprocessing: str = field(metadata=_check(choices=PREPROCESSING))
+    split_rule: SplitRuleSpec | None = None
+    expected_digests: dict[str, str] = field(
+        default_factory=dict, metadata=_check(pattern=SHA256_PATTERN)
+    )
     path: str = ""
 
 
@@ -339,7 +383,33 @@ def _load(kind: str, cls: type[SpecT], name_or_path: str | os.PathLike) -> SpecT
 
 def load_dataset(name_or_path: str | os.PathLike) -> DatasetSpec:
     """Load a dataset spec by packaged name or by path to a TOML file."""
-    return _load("datasets", DatasetSpec, name_or_path)
+    spec = _load("datasets", DatasetSpec, name_or_path)
+    _check_dataset_fields(spec)
+    return spec
+
+
+def _check_dataset_fields(spec: DatasetSpec) -> None:
+    """Reject dataset fields that are valid alone but contradict each other."""
+    names = ", ".join(spec.splits)
+    rule = spec.split_rule
+    if rule is not None:
+        if len(spec.splits) != 2 or rule.split not in spec.splits:
+            raise UserError(
+                f"{spec.path}: field 'split_rule.split': expected one of two "
+                f"splits listed in 'splits' (found {names}), got {rule.split!r}"
+            )
+        total = sum(spec.splits.values())
+        if spec.source.images and spec.source.images != total:
+            raise UserError(
+                f"{spec.path}: field 'source.images' is {spec.source.images} but "
+                f"the split counts add up to {total}; make them agree"
+            )
+    for split in spec.expected_digests:
+        if split not in spec.splits:
+            raise UserError(
+                f"{spec.path}: field 'expected_digests.{split}': expected a split "
+                f"listed in 'splits' ({names})"
+            )
 
 
 def load_protocol(name_or_path: str | os.PathLike) -> ProtocolSpec:
