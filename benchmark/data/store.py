@@ -2,8 +2,15 @@
 
 Layout under a data root::
 
-    <root>/<dataset>/<split>.h5      images, labels, keys and a few attributes
-    <root>/<dataset>/manifest.json   counts, digests, per-image hashes, source
+    <root>/<dataset>/<split>.h5      images, labels, keys, per-image SHA-256s
+    <root>/<dataset>/manifest.json   counts, digests, skipped keys, source
+
+Each split file contains the datasets `images` (uint8, N x H x W x C), `labels`
+(int64), `keys` (UTF-8 source keys), `sha256` (the image SHA-256s as ASCII
+hex) and, for stores prepared by streaming, `source_sha256` (SHA-256 of each
+image's source value). The manifest keeps per split the count, the split
+digest and the index digest, which together pin every per-image row of the
+split file, so millions of images need no per-image JSON.
 
 Hash rules (the manifest repeats them in its `hash_rules` field):
 
@@ -12,11 +19,17 @@ Hash rules (the manifest repeats them in its `hash_rules` field):
 * Split digest: SHA-256 of the ASCII text made of the split's image SHA-256s,
   sorted, joined with a single newline and without a trailing newline. Sorting
   makes the digest independent of the order in which images are stored.
+* Index digest: SHA-256 of the UTF-8 text with one line `key<TAB>label<TAB>
+  sha256` per image, in store order, each line ending in a newline.
+* Source digest: SHA-256 of the UTF-8 text with one line `key<TAB>value
+  sha256` per source key (stored or skipped), sorted, each line ending in a
+  newline.
 
-A store is built in a hidden sibling directory `<root>/.<dataset>.tmp-<random>`
-and renamed to `<root>/<dataset>` once every file is written and flushed, so the
-final directory only ever appears complete. The manifest is the last file
-written into the temporary directory.
+A store is built in a hidden sibling directory (`<root>/.<dataset>.tmp-<random>`,
+or `<root>/.<dataset>.partial` for a resumable build) and renamed to
+`<root>/<dataset>` once every file is written and flushed, so the final
+directory only ever appears complete. The manifest is the last file written
+into the temporary directory.
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ import platform
 import secrets
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +67,9 @@ from benchmark.specs import DatasetSpec, as_dict
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+# Version 1 kept the per-image list in manifest.json; version 2 keeps it in
+# the split files.
+FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 LOCK_SUFFIX = ".lock"
 TEMPORARY_MARKER = ".tmp-"
@@ -63,6 +79,14 @@ HASH_RULES = {
     "split_digest": (
         "SHA-256 of the ASCII text of the split's image SHA-256 hex digests, "
         "sorted, joined by '\\n', without a trailing newline"
+    ),
+    "index_sha256": (
+        "SHA-256 of the UTF-8 lines 'key\\tlabel\\tsha256\\n' of the split's "
+        "images in store order"
+    ),
+    "source_digest": (
+        "SHA-256 of the UTF-8 lines 'key\\tvalue sha256\\n' of every source "
+        "key, stored or skipped, sorted"
     ),
 }
 
@@ -80,8 +104,12 @@ CHUNK_TARGET_BYTES = 64 * 1024
 CHUNK_CACHE_BYTES = 64 * 1024 * 1024
 CHUNK_CACHE_SLOTS = 14009
 
-# Images hashed per block during verification.
-VERIFY_BLOCK = 4096
+# Bytes of images read per block during verification: 4096 CIFAR-10 images,
+# 256 at 128x128. Two blocks are in memory at a time.
+VERIFY_BLOCK_BYTES = 12 << 20
+
+# Rows of a hash column converted to text at a time.
+HEX_SLICE = 1 << 16
 
 # How many mismatches an error message lists.
 SHOWN_MISMATCHES = 3
@@ -151,6 +179,24 @@ def split_digest(hashes: Iterable[str]) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
+def index_digest(
+    keys: Sequence[str], labels: Sequence[int], hashes: Sequence[str]
+) -> str:
+    """Return the digest of a split's per-image rows (key, label, SHA-256) in order."""
+    digest = hashlib.sha256()
+    for key, label, sha in zip(keys, labels, hashes, strict=True):
+        digest.update(f"{key}\t{int(label)}\t{sha}\n".encode())
+    return digest.hexdigest()
+
+
+def source_digest(pairs: Iterable[tuple[str, str]]) -> str:
+    """Return the digest of a source from (key, SHA-256 of its value) pairs."""
+    digest = hashlib.sha256()
+    for key, sha in sorted(pairs):
+        digest.update(f"{key}\t{sha}\n".encode())
+    return digest.hexdigest()
+
+
 def spec_sha256(spec: DatasetSpec) -> str:
     """Return the SHA-256 of the spec file, or of its canonical JSON without one."""
     if spec.path:
@@ -166,6 +212,7 @@ def library_versions() -> dict[str, str]:
         "h5py": h5py.__version__,
         "hdf5": h5py.version.hdf5_version,
         "libjpeg_turbo": pil_features.version("libjpeg_turbo") or "absent",
+        "libwebp": pil_features.version("webp") or "absent",
         "numpy": np.__version__,
         "pillow": PIL.__version__,
         "python": platform.python_version(),
@@ -307,8 +354,8 @@ def write_store(
     exception the temporary directory is deleted. The caller should hold
     `store_lock`.
 
-    NOTE: `data` holds every image in memory (184 MB for CIFAR-10). Larger
-    datasets will need a reader that streams blocks into the split files.
+    `data` keeps every image in memory (184 MB for CIFAR-10), so large
+    datasets go through `benchmark.data.streaming` instead.
 
     Args:
         root: data root; created if missing.
@@ -349,25 +396,10 @@ def write_store(
             splits_manifest[split] = _write_split(
                 temporary / f"{split}.h5", spec, split, data.splits[split]
             )
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "dataset": spec.name,
-            "spec_version": spec.version,
-            "spec_sha256": spec_sha256(spec),
-            "reference_split": reference_split,
-            "partial": partial,
-            "source": data.source,
-            "hash_rules": HASH_RULES,
-            "libraries": library_versions(),
-            "splits": splits_manifest,
-        }
-        # The manifest marks the store as complete, so it is written last.
-        # The directory rename below is the commit, so a plain write will do.
-        with open(temporary / MANIFEST_NAME, "w", encoding="utf-8") as handle:
-            handle.write(to_json(manifest))
-            handle.flush()
-            os.fsync(handle.fileno())
-        fsync_directory(temporary)
+        manifest = build_manifest(
+            spec, data.source, splits_manifest, reference_split, partial
+        )
+        write_manifest(temporary, manifest)
         os.rename(temporary, final)
         fsync_directory(root)
     except BaseException as error:
@@ -406,9 +438,8 @@ def _make_temporary_directory(root: Path, dataset: str) -> Path:
 def _write_split(
     path: Path, spec: DatasetSpec, split: str, arrays: SplitArrays
 ) -> dict[str, Any]:
-    """Write one split file, fsync it, and return its manifest entry."""
+    """Write one split file from arrays, fsync it, and return its manifest entry."""
     hashes = image_hashes(arrays.images)
-    digest = split_digest(hashes)
     count = len(hashes)
     image_shape = arrays.images.shape[1:]
     with h5py.File(path, "w") as handle:
@@ -420,32 +451,156 @@ def _write_split(
             chunks=(chunk_rows(image_shape, count), *image_shape),
             track_times=False,
         )
-        handle.create_dataset("labels", data=arrays.labels, track_times=False)
-        handle.create_dataset(
-            "keys",
-            data=np.array(arrays.keys, dtype=object),
-            dtype=h5py.string_dtype("utf-8"),
-            track_times=False,
-        )
-        handle.attrs["dataset"] = spec.name
-        handle.attrs["spec_version"] = spec.version
-        handle.attrs["split"] = split
-        handle.attrs["count"] = count
-        handle.attrs["digest"] = digest
-        handle.attrs["format_version"] = FORMAT_VERSION
+        entry = _write_index(handle, spec, split, arrays.keys, arrays.labels, hashes)
     with open(path, "rb") as written:
         os.fsync(written.fileno())
-    logger.info("Wrote %s: %d images, digest %s", path.name, count, digest)
+    logger.info("Wrote %s: %d images, digest %s", path.name, count, entry["digest"])
+    return entry
+
+
+def _write_index(
+    handle: h5py.File,
+    spec: DatasetSpec,
+    split: str,
+    keys: Sequence[str],
+    labels: Sequence[int] | np.ndarray,
+    hashes: Sequence[str],
+    source_hashes: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Write the per-image datasets and attributes; return the manifest entry."""
+    labels = np.asarray(labels, dtype=np.int64)
+    entry = split_entry(spec, split, keys, labels, hashes)
+    handle.create_dataset("labels", data=labels, track_times=False)
+    handle.create_dataset(
+        "keys",
+        data=np.array(list(keys), dtype=object),
+        dtype=h5py.string_dtype("utf-8"),
+        track_times=False,
+    )
+    handle.create_dataset(
+        "sha256", data=np.array(list(hashes), dtype="S64"), track_times=False
+    )
+    if source_hashes is not None:
+        handle.create_dataset(
+            "source_sha256",
+            data=np.array(list(source_hashes), dtype="S64"),
+            track_times=False,
+        )
+    handle.attrs["dataset"] = spec.name
+    handle.attrs["spec_version"] = spec.version
+    handle.attrs["split"] = split
+    handle.attrs["count"] = entry["count"]
+    handle.attrs["digest"] = entry["digest"]
+    handle.attrs["format_version"] = FORMAT_VERSION
+    return entry
+
+
+def split_entry(
+    spec: DatasetSpec,
+    split: str,
+    keys: Sequence[str],
+    labels: Sequence[int] | np.ndarray,
+    hashes: Sequence[str],
+) -> dict[str, Any]:
+    """Return the manifest entry of a split from its per-image rows."""
     return {
-        "file": path.name,
-        "count": count,
+        "file": f"{split}.h5",
+        "count": len(hashes),
         "expected_count": spec.splits[split],
-        "digest": digest,
-        "images": [
-            {"key": key, "label": int(label), "sha256": sha}
-            for key, label, sha in zip(arrays.keys, arrays.labels, hashes)
-        ],
+        "digest": split_digest(hashes),
+        "index_sha256": index_digest(keys, labels, hashes),
     }
+
+
+def create_split_file(
+    path: Path,
+    spec: DatasetSpec,
+    split: str,
+    keys: Sequence[str],
+    hashes: Sequence[str],
+    source_hashes: Sequence[str],
+) -> tuple[int, dict[str, Any]]:
+    """Create a split file whose images are still to be written; fsync it.
+
+    The `images` dataset is contiguous and its space is allocated now. The
+    caller writes the pixels of image i at byte offset `data offset + i *
+    image bytes` with plain file writes. The file's HDF5 structure never
+    changes after this call, so an interrupted write can be redone without
+    damaging it. One image per chunk would read the same way
+    (each image is one 48 KiB run of bytes) but cannot be filled like this.
+    All labels are 0: the datasets prepared this way are unconditional.
+
+    Returns:
+        The byte offset of the images' data in the file, and the split's
+        manifest entry.
+    """
+    count = len(hashes)
+    shape = (count, spec.resolution, spec.resolution, spec.channels)
+    with h5py.File(path, "w") as handle:
+        properties = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        properties.set_layout(h5py.h5d.CONTIGUOUS)
+        properties.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+        properties.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+        properties.set_obj_track_times(False)
+        h5py.h5d.create(
+            handle.id,
+            b"images",
+            h5py.h5t.NATIVE_UINT8,
+            h5py.h5s.create_simple(shape),
+            dcpl=properties,
+        )
+        offset = handle["images"].id.get_offset()
+        entry = _write_index(
+            handle,
+            spec,
+            split,
+            keys,
+            np.zeros(count, dtype=np.int64),
+            hashes,
+            source_hashes,
+        )
+    if offset is None:
+        raise RuntimeError(f"HDF5 allocated no space for the images of {path}")
+    with open(path, "rb") as written:
+        os.fsync(written.fileno())
+    return offset, entry
+
+
+def build_manifest(
+    spec: DatasetSpec,
+    source: dict[str, Any],
+    splits: dict[str, dict[str, Any]],
+    reference_split: bool,
+    partial: bool,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Return a store manifest from its parts (see the module docstring)."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "dataset": spec.name,
+        "spec_version": spec.version,
+        "spec_sha256": spec_sha256(spec),
+        "reference_split": reference_split,
+        "partial": partial,
+        "source": source,
+        "hash_rules": HASH_RULES,
+        "libraries": library_versions(),
+        "splits": splits,
+        **(extra or {}),
+    }
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """Write manifest.json into a store folder and fsync the file and folder.
+
+    The manifest marks the store as complete, so it is written last. The
+    folder's rename to its final name is the commit, so a plain write will do.
+    """
+    with open(folder / MANIFEST_NAME, "w", encoding="utf-8") as handle:
+        handle.write(to_json(manifest))
+        handle.flush()
+        os.fsync(handle.fileno())
+    fsync_directory(folder)
 
 
 # ----------------------------------------------------------------------------
@@ -547,6 +702,35 @@ class SplitReader:
             ]
         return self._keys
 
+    @property
+    def image_hashes(self) -> list[str]:
+        """Stored SHA-256 (hex) of each image, in store order."""
+        return self._hex_column("sha256")
+
+    @property
+    def source_hashes(self) -> list[str] | None:
+        """SHA-256 of each image's source value, or None if the store has none."""
+        if "source_sha256" not in self._file:
+            return None
+        return self._hex_column("source_sha256")
+
+    def _hex_column(self, name: str) -> list[str]:
+        try:
+            dataset = self._file[name]
+        except KeyError as error:
+            raise self._corrupt(f"no {name!r} dataset") from error
+        if dataset.shape != (self.count,):
+            raise self._corrupt(
+                f"{name!r} does not match the stored count {self.count}"
+            )
+        hashes: list[str] = []
+        # Converted in slices: a numpy unicode copy of all 3 million LSUN
+        # hashes would take 4 bytes per character.
+        for start in range(0, self.count, HEX_SLICE):
+            raw = self._read_dataset(dataset, slice(start, start + HEX_SLICE))
+            hashes.extend(item.decode("ascii") for item in raw.tolist())
+        return hashes
+
     def _read_dataset(self, dataset: h5py.Dataset, selection: Any) -> np.ndarray:
         try:
             return dataset[selection]
@@ -636,22 +820,31 @@ def read_manifest(store_dir: str | os.PathLike, dataset: str) -> dict[str, Any]:
 
 
 def split_image_hashes(root: str | os.PathLike, dataset: str, split: str) -> list[str]:
-    """Return the manifest's per-image SHA-256 of a split, in store order.
+    """Return the per-image SHA-256 of a split, in store order.
+
+    The hashes come from the split file and are checked against the split
+    digest in the manifest, so a list edited after `benchmark prepare` fails.
 
     Raises:
-        UserError: the store or the split is missing, or the manifest entry
-            is malformed.
+        UserError: the store or the split is missing, or the hashes do not
+            give the manifest's digest.
     """
     store_dir = store_path(root, dataset)
     manifest = read_manifest(store_dir, dataset)
     try:
-        entry = manifest["splits"][split]
-        hashes = [str(item["sha256"]) for item in entry["images"]]
+        expected = str(manifest["splits"][split]["digest"])
     except (KeyError, TypeError) as error:
         raise UserError(
-            f"manifest of {str(store_dir)!r} has no valid image list for split "
-            f"{split!r} ({error!r}); {_rerun_hint(dataset, store_dir)}"
+            f"manifest of {str(store_dir)!r} has no digest for split {split!r} "
+            f"({error!r}); {_rerun_hint(dataset, store_dir)}"
         ) from error
+    with open_split(root, dataset, split) as reader:
+        hashes = reader.image_hashes
+    if split_digest(hashes) != expected:
+        raise UserError(
+            f"the image hashes in {str(store_dir / (split + '.h5'))!r} do not give "
+            f"the manifest's digest {expected}; run `benchmark verify {dataset}`"
+        )
     return hashes
 
 
@@ -691,26 +884,59 @@ def open_split(root: str | os.PathLike, dataset: str, split: str) -> SplitReader
 # Verification
 
 
+def reference_split_status(
+    spec: DatasetSpec,
+    counts: Mapping[str, int],
+    source: Mapping[str, Any],
+    skipped: int,
+) -> bool:
+    """Return whether a store has the spec's reference split.
+
+    Without a split rule every split must have the spec's count. With one, the
+    source must hold the complete release (`source.images` keys), the ranked
+    split must have its full count, and every other key must be in the other
+    split or skipped as undecodable.
+    """
+    rule = spec.split_rule
+    if rule is None:
+        return all(counts.get(split) == n for split, n in spec.splits.items())
+    total = spec.source.images or sum(spec.splits.values())
+    (other,) = [split for split in spec.splits if split != rule.split]
+    return (
+        source.get("keys") == total
+        and counts.get(rule.split) == spec.splits[rule.split]
+        and counts.get(other, 0) + skipped == spec.splits[other]
+    )
+
+
 def verify_store(
-    root: str | os.PathLike, spec: DatasetSpec, progress: bool = False
+    root: str | os.PathLike,
+    spec: DatasetSpec,
+    progress: bool = False,
+    threads: int | None = None,
 ) -> dict[str, Any]:
-    """Re-hash every image of a store and compare it with the manifest.
+    """Re-hash every image of a store and compare it with the manifest and spec.
 
     For each split of the spec, the count must agree between the manifest, the
-    HDF5 attributes and the file. Each image's key, label and SHA-256 must
-    match the manifest's list. The split digest recomputed from the images
-    must equal both the manifest's and the HDF5 attribute. The store must come
-    from the same spec version, and its `reference_split` flag must agree
-    with the counts.
+    HDF5 attributes and the file. Every image must hash to its stored SHA-256,
+    the stored rows (key, label, SHA-256) must give the manifest's index
+    digest, and the split digest recomputed from the images must equal both
+    the manifest's and the HDF5 attribute. Where the manifest has a source
+    digest, the stored and skipped keys with their value hashes must give it.
+    The store must come from the same spec version, and its `reference_split`
+    flag must agree with the counts. A reference store must also match the
+    spec's expected digests, where the spec lists any.
 
     Args:
         root: data root holding `<root>/<spec.name>`.
         spec: the dataset spec the store must match.
         progress: show a progress bar on stderr while hashing.
+        threads: threads that hash images (default: one per CPU).
 
     Returns:
         Summary with `dataset`, `spec_version`, `store`, `reference_split`,
-        `source` (format and path) and per split `count` and `digest`.
+        `source` (format and path), `skipped` (count), `expected_digests`
+        (what was checked) and per split `count` and `digest`.
 
     Raises:
         UserError: the store is missing or corrupt, or anything differs; the
@@ -750,22 +976,46 @@ def verify_store(
             f"manifest lists splits {', '.join(found) or 'none'}, spec lists "
             f"{', '.join(spec.splits)}"
         )
+    source = manifest.get("source", {})
+    skipped = manifest.get("skipped", [])
+    if not isinstance(source, dict) or not isinstance(skipped, list):
+        raise fail("manifest fields 'source' or 'skipped' are malformed")
 
+    threads = threads or os.cpu_count() or 1
     summary_splits = {}
     counts = {}
+    source_pairs: list[tuple[str, str]] = []
     for split in spec.splits:
-        entry = manifest_splits[split]
-        summary_splits[split] = _verify_split(
-            store_dir, spec, split, entry, fail, progress
+        checked = _verify_split(
+            store_dir, spec, split, manifest_splits[split], fail, progress, threads
         )
-        counts[split] = summary_splits[split]["count"]
-    reference_split = all(counts[s] == n for s, n in spec.splits.items())
+        summary_splits[split] = {"count": checked.count, "digest": checked.digest}
+        counts[split] = checked.count
+        source_pairs.extend(checked.source_pairs)
+
+    if "content_digest" in source:
+        try:
+            source_pairs.extend(
+                (str(item["key"]), str(item["source_sha256"]))
+                for item in skipped
+                if item.get("source_sha256")
+            )
+        except (KeyError, TypeError, AttributeError) as error:
+            raise fail(f"manifest 'skipped' list is malformed ({error!r})") from error
+        found_source = source_digest(source_pairs)
+        if found_source != source["content_digest"]:
+            raise fail(
+                f"source digest of the stored and skipped keys is {found_source}, "
+                f"manifest says {source['content_digest']}"
+            )
+
+    reference_split = reference_split_status(spec, counts, source, len(skipped))
     if manifest.get("reference_split") is not reference_split:
         raise fail(
             f"manifest has reference_split={manifest.get('reference_split')!r} "
             f"but the counts {counts} give {reference_split}"
         )
-    source = manifest.get("source", {})
+    expected = _check_expected_digests(spec, summary_splits, reference_split, fail)
     logger.info("Verified store %s", store_dir)
     return {
         "dataset": spec.name,
@@ -773,8 +1023,40 @@ def verify_store(
         "store": str(store_dir),
         "reference_split": reference_split,
         "source": {"format": source.get("format"), "path": source.get("path")},
+        "skipped": len(skipped),
+        "expected_digests": expected,
         "splits": summary_splits,
     }
+
+
+def _check_expected_digests(
+    spec: DatasetSpec,
+    splits: dict[str, dict[str, Any]],
+    reference_split: bool,
+    fail: Callable[[str], UserError],
+) -> str:
+    """Compare a reference store's digests with the spec's; return what was done."""
+    if not spec.expected_digests:
+        return "none in the spec"
+    if not reference_split:
+        return "not checked: the store is not the reference split"
+    for split, expected in spec.expected_digests.items():
+        found = splits[split]["digest"]
+        if found != expected:
+            raise fail(
+                f"split {split!r} has digest {found}, but spec {spec.name!r} "
+                f"v{spec.version} expects {expected} for the complete release "
+                "(the decoder version can change pixels: compare the manifest's "
+                "libraries with the ones the spec's digests were measured with)"
+            )
+    return "match"
+
+
+@dataclass(frozen=True)
+class _CheckedSplit:
+    count: int
+    digest: str
+    source_pairs: list[tuple[str, str]]
 
 
 def _verify_split(
@@ -784,29 +1066,17 @@ def _verify_split(
     entry: Any,
     fail: Callable[[str], UserError],
     progress: bool,
-) -> dict[str, Any]:
-    """Check one split against its manifest entry; return count and digest."""
+    threads: int,
+) -> _CheckedSplit:
+    """Check one split file against its manifest entry."""
     try:
-        listed = entry["images"]
         listed_count = int(entry["count"])
         listed_digest = str(entry["digest"])
-        listed_hashes = [str(item["sha256"]) for item in listed]
-        listed_keys = [str(item["key"]) for item in listed]
-        listed_labels = [int(item["label"]) for item in listed]
+        listed_index = str(entry["index_sha256"])
     except (KeyError, TypeError, ValueError) as error:
         raise fail(
             f"split {split!r}: manifest entry is malformed ({error!r})"
         ) from error
-    if len(listed) != listed_count:
-        raise fail(
-            f"split {split!r}: manifest count is {listed_count} but it lists "
-            f"{len(listed)} images"
-        )
-    if split_digest(listed_hashes) != listed_digest:
-        raise fail(
-            f"split {split!r}: manifest digest {listed_digest} does not match "
-            f"its own image list (which gives {split_digest(listed_hashes)})"
-        )
 
     with open_split(store_dir.parent, spec.name, split) as reader:
         if reader.count != listed_count:
@@ -819,26 +1089,26 @@ def _verify_split(
                 f"split {split!r}: file attribute digest {reader.digest}, "
                 f"manifest digest {listed_digest}"
             )
-        mismatches = []
-        for index, (key, label) in enumerate(zip(reader.keys, reader.labels)):
-            if key != listed_keys[index] or int(label) != listed_labels[index]:
-                mismatches.append(
-                    f"index {index}: expected key {listed_keys[index]!r} label "
-                    f"{listed_labels[index]}, found key {key!r} label {int(label)}"
-                )
-        found_hashes: list[str] = []
-        bar = progress_bar(reader.count, f"verify {split}", "img", enabled=progress)
-        with bar:
-            for start in range(0, reader.count, VERIFY_BLOCK):
-                stop = min(start + VERIFY_BLOCK, reader.count)
-                found_hashes.extend(image_hashes(reader.read_range(start, stop)))
-                bar.update(stop - start)
-        for index, (found, expected) in enumerate(zip(found_hashes, listed_hashes)):
-            if found != expected:
-                mismatches.append(
-                    f"index {index} key {listed_keys[index]!r}: expected sha256 "
-                    f"{expected[:16]}..., found {found[:16]}..."
-                )
+        keys = reader.keys
+        stored_hashes = reader.image_hashes
+        source_hashes = reader.source_hashes
+        found_index = index_digest(keys, reader.labels, stored_hashes)
+        if found_index != listed_index:
+            raise fail(
+                f"split {split!r}: the file's keys, labels and hashes give index "
+                f"digest {found_index}, manifest says {listed_index}"
+            )
+        if len(set(keys)) != len(keys):
+            raise fail(f"split {split!r}: the file lists a key twice")
+        found_hashes = _hash_split(reader, split, progress, threads)
+    mismatches = [
+        f"index {index} key {keys[index]!r}: expected sha256 {expected[:16]}..., "
+        f"found {found[:16]}..."
+        for index, (found, expected) in enumerate(
+            zip(found_hashes, stored_hashes, strict=True)
+        )
+        if found != expected
+    ]
     if mismatches:
         first_mismatches = "; ".join(mismatches[:SHOWN_MISMATCHES])
         raise fail(
@@ -850,4 +1120,41 @@ def _verify_split(
             f"split {split!r}: digest of the images is {found_digest}, "
             f"manifest says {listed_digest}"
         )
-    return {"count": reader.count, "digest": found_digest}
+    pairs = list(zip(keys, source_hashes, strict=True)) if source_hashes else []
+    return _CheckedSplit(listed_count, found_digest, pairs)
+
+
+def _hash_split(
+    reader: SplitReader, split: str, progress: bool, threads: int
+) -> list[str]:
+    """Return the SHA-256 of every image, reading in blocks and hashing in threads.
+
+    CPython's hashlib releases the GIL for buffers over 2 KiB (its
+    HASHLIB_GIL_MINSIZE), so threads hash in parallel while the main thread
+    reads the next block.
+    """
+    found: list[str] = []
+    block_images = max(1, VERIFY_BLOCK_BYTES // int(np.prod(reader.image_shape)))
+    bar = progress_bar(reader.count, f"verify {split}", "img", enabled=progress)
+    with bar, ThreadPoolExecutor(max_workers=threads) as pool:
+        pending: list[tuple[int, list]] = []
+        for start in range(0, reader.count, block_images):
+            stop = min(start + block_images, reader.count)
+            block = reader.read_range(start, stop)
+            step = max(1, -(-len(block) // threads))
+            parts = [
+                pool.submit(image_hashes, block[first : first + step])
+                for first in range(0, len(block), step)
+            ]
+            pending.append((stop - start, parts))
+            # Keep at most two blocks in flight to bound memory.
+            while len(pending) > 1:
+                size, done = pending.pop(0)
+                for part in done:
+                    found.extend(part.result())
+                bar.update(size)
+        for size, done in pending:
+            for part in done:
+                found.extend(part.result())
+            bar.update(size)
+    return found

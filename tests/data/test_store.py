@@ -169,13 +169,17 @@ def test_write_store_layout(root, spec):
     libraries = {"numpy", "h5py", "pillow", "python", "benchmark"}
     assert set(manifest["libraries"]) >= libraries
     train = manifest["splits"]["train"]
+    arrays = data.splits["train"]
+    hashes = [image_sha256(image) for image in arrays.images]
     assert train["count"] == TRAIN_COUNT
-    assert train["digest"] == split_digest(img["sha256"] for img in train["images"])
-    assert train["images"][0] == {
-        "key": "train/00000",
-        "label": int(data.splits["train"].labels[0]),
-        "sha256": image_sha256(data.splits["train"].images[0]),
-    }
+    assert train["digest"] == split_digest(hashes)
+    assert train["index_sha256"] == store.index_digest(
+        arrays.keys, arrays.labels, hashes
+    )
+    assert "images" not in train
+    with h5py.File(store_dir / "train.h5", "r") as handle:
+        assert handle["sha256"][:].astype(str).tolist() == hashes
+        assert "source_sha256" not in handle
     # No temporary directory is left beside the store.
     assert [p.name for p in root.iterdir() if p.name.startswith(".cifar10.tmp-")] == []
 
@@ -398,10 +402,6 @@ def test_verify_detects_flipped_byte(root, spec, source):
     assert "benchmark prepare cifar10" in message
 
 
-def _edit_image_hash(manifest):
-    manifest["splits"]["test"]["images"][2]["sha256"] = "0" * 64
-
-
 def _edit_digest(manifest):
     manifest["splits"]["train"]["digest"] = "f" * 64
 
@@ -410,27 +410,21 @@ def _edit_count(manifest):
     manifest["splits"]["train"]["count"] = TRAIN_COUNT + 1
 
 
-def _edit_label(manifest):
-    manifest["splits"]["train"]["images"][0]["label"] = 5
+def _edit_index(manifest):
+    manifest["splits"]["test"]["index_sha256"] = "0" * 64
 
 
 def _edit_reference_flag(manifest):
     manifest["reference_split"] = False
 
 
-def _edit_dropped_image(manifest):
-    del manifest["splits"]["train"]["images"][-1]
-
-
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        pytest.param(_edit_image_hash, "split 'test'", id="image-hash"),
         pytest.param(_edit_digest, "manifest digest", id="digest"),
-        pytest.param(_edit_count, "manifest count is 7", id="count"),
-        pytest.param(_edit_label, "label 5", id="label"),
+        pytest.param(_edit_count, "manifest lists 7", id="count"),
+        pytest.param(_edit_index, "split 'test'.*index digest", id="index"),
         pytest.param(_edit_reference_flag, "reference_split", id="reference-flag"),
-        pytest.param(_edit_dropped_image, "lists 5 images", id="dropped-image"),
     ],
 )
 def test_verify_detects_edited_manifest(root, spec, source, edit, expected):
@@ -443,6 +437,49 @@ def test_verify_detects_edited_manifest(root, spec, source, edit, expected):
     with pytest.raises(UserError, match=expected) as raised:
         verify_store(root, spec)
     assert "\n" not in str(raised.value)
+
+
+def _edit_stored_hash(handle):
+    handle["sha256"][2] = b"0" * 64
+
+
+def _edit_label(handle):
+    handle["labels"][0] = 5
+
+
+def _edit_key(handle):
+    handle["keys"][1] = "train/airplane/9.png"
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        pytest.param(_edit_stored_hash, "index digest", id="image-hash"),
+        pytest.param(_edit_label, "index digest", id="label"),
+        pytest.param(_edit_key, "index digest", id="key"),
+    ],
+)
+def test_verify_detects_edited_split_file(root, spec, source, edit, expected):
+    """Check that editing a per-image row of a split file fails verification."""
+    prepare_dataset(spec, source, root, progress=False)
+    with h5py.File(root / "cifar10" / "train.h5", "r+") as handle:
+        edit(handle)
+    with pytest.raises(UserError, match=expected) as raised:
+        verify_store(root, spec)
+    assert "split 'train'" in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_split_image_hashes_checks_digest(root, spec, source):
+    """Check that hashes edited in a split file are refused by the protocol's reader."""
+    prepare_dataset(spec, source, root, progress=False)
+    hashes = store.split_image_hashes(root, "cifar10", "train")
+    with open_split(root, "cifar10", "train") as reader:
+        assert hashes == store.image_hashes(reader.load_all())
+    with h5py.File(root / "cifar10" / "train.h5", "r+") as handle:
+        handle["sha256"][0] = b"0" * 64
+    with pytest.raises(UserError, match="do not give the manifest's digest"):
+        store.split_image_hashes(root, "cifar10", "train")
 
 
 def test_verify_rejects_other_spec_version(root, spec, source):
