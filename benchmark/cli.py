@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -121,7 +122,24 @@ def _format_dataset_summary(summary: dict[str, Any]) -> str:
         lines.append("partial source: NOT the reference split")
     for split, info in summary["splits"].items():
         lines.append(f"  {split:<6} {info['count']:>8} images  digest {info['digest']}")
+    if summary.get("skipped"):
+        lines.append(
+            f"  skipped {summary['skipped']} undecodable source images (listed "
+            "with reasons in the manifest)"
+        )
+    if "expected_digests" in summary:
+        lines.append(f"expected digests: {summary['expected_digests']}")
     return "\n".join(lines)
+
+
+def _workers(args: argparse.Namespace) -> int:
+    if args.workers is None:
+        if hasattr(os, "sched_getaffinity"):
+            return len(os.sched_getaffinity(0))
+        return os.cpu_count() or 1
+    if args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}")
+    return args.workers
 
 
 def command_prepare(args: argparse.Namespace) -> int:
@@ -133,6 +151,12 @@ def command_prepare(args: argparse.Namespace) -> int:
     root = _root(args)
     source = args.source
     if source is None and not is_complete(store_path(root, spec.name)):
+        if not spec.source.download:
+            where = f" from {spec.source.url}" if spec.source.url else ""
+            raise UserError(
+                f"no source for {spec.name!r}: get {spec.source.filename}{where} "
+                "yourself (unzip an archive) and pass --source PATH"
+            )
         if args.no_download:
             raise UserError(
                 f"no source for {spec.name!r}: pass --source PATH (the official "
@@ -142,7 +166,13 @@ def command_prepare(args: argparse.Namespace) -> int:
             spec, root / "downloads", progress=not args.no_progress
         )
     summary = prepare_dataset(
-        spec, source, root, partial=args.partial, progress=not args.no_progress
+        spec,
+        source,
+        root,
+        partial=args.partial,
+        progress=not args.no_progress,
+        test_count=args.test_count,
+        workers=_workers(args),
     )
     _emit(args, summary, _format_dataset_summary(summary))
     return 0
@@ -152,7 +182,9 @@ def command_verify(args: argparse.Namespace) -> int:
     from benchmark.data.prepare import verify_dataset
 
     spec = specs.load_dataset(args.dataset)
-    summary = verify_dataset(spec, _root(args), progress=not args.no_progress)
+    summary = verify_dataset(
+        spec, _root(args), progress=not args.no_progress, workers=_workers(args)
+    )
     _emit(args, summary, _format_dataset_summary(summary) + "\nverified: OK")
     return 0
 
@@ -378,14 +410,23 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
         "  benchmark prepare cifar10 --source cifar-10-python.tar.gz --root data\n"
-        "  benchmark prepare cifar10 --source cifar10-jpeg.tar.gz --root data",
+        "  benchmark prepare cifar10 --source cifar10-jpeg.tar.gz --root data\n"
+        "  benchmark prepare lsun --source bedroom_train_lmdb --root data --workers 8\n"
+        "  benchmark prepare celebahq --source celeba-hq-1024x1024.h5 --root data\n"
+        "  benchmark prepare celebahq --source CelebA-HQ-img --test-count 10 "
+        "--root data\n"
+        "An interrupted lsun or celebahq prepare resumes when the same command "
+        "runs again.",
     )
-    prepare.add_argument("dataset", help="dataset spec name, e.g. cifar10")
+    prepare.add_argument("dataset", help="dataset spec name: cifar10, lsun or celebahq")
     prepare.add_argument(
         "--source",
         default=None,
-        help="official archive, its extracted folder, or class-named image folders "
-        "(a folder or a .tar/.tar.gz); without it the official archive is downloaded",
+        help="cifar10: the official archive, its extracted folder, or class-named "
+        "image folders (a folder or a .tar/.tar.gz), downloaded when omitted; "
+        "lsun: the unzipped bedroom_train_lmdb folder or a folder of images; "
+        "celebahq: celeba-hq-1024x1024.h5 or a folder of 1024x1024 images named "
+        "by CelebA-HQ index",
     )
     _add_root(prepare)
     prepare.add_argument(
@@ -393,6 +434,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept a source with fewer images; the store is marked as not the "
         "reference split",
+    )
+    prepare.add_argument(
+        "--test-count",
+        type=int,
+        default=None,
+        metavar="N",
+        help="lsun, celebahq: put N images in the test split instead of the "
+        "spec's count, for small sources; the store is marked as not the "
+        "reference split",
+    )
+    prepare.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes that decode images (lsun, celebahq) and threads that "
+        "hash them (default: one per CPU); the store is the same for any N",
     )
     prepare.add_argument(
         "--no-download",
@@ -409,12 +467,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = commands.add_parser(
         "verify",
-        help="re-hash a prepared store against its manifest",
+        help="re-hash a prepared store against its manifest and the spec's digests",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  benchmark verify cifar10 --root data",
+        epilog="examples:\n  benchmark verify cifar10 --root data\n"
+        "  benchmark verify lsun --root data --json",
     )
-    verify.add_argument("dataset", help="dataset spec name, e.g. cifar10")
+    verify.add_argument("dataset", help="dataset spec name: cifar10, lsun or celebahq")
     _add_root(verify)
+    verify.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="threads that hash images (default: one per CPU)",
+    )
     verify.add_argument("--json", action="store_true", help="print only JSON to stdout")
     verify.add_argument("--no-progress", action="store_true", help="hide progress bars")
     verify.set_defaults(handler=command_verify)
