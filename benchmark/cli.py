@@ -1,8 +1,8 @@
 """The `benchmark` command line.
 
-Exit status: 0 success, 2 bad input (one line on stderr saying what to fix),
-3 a training run diverged, 130 interrupted (run the same command again to
-resume). With --json, stdout carries only JSON; progress and status lines go
+Exit status: 0 success, 1 `compare` found the results not comparable, 2 bad
+input (one line on stderr saying what to fix), 3 a training run diverged, 130
+interrupted (run the same command again to resume). With --json, stdout carries only JSON; progress and status lines go
 to stderr.
 """
 
@@ -27,6 +27,7 @@ from benchmark.paths import (
     default_data_root,
 )
 
+EXIT_NOT_COMPARABLE = 1
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130
@@ -324,6 +325,24 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------
+# compare
+
+
+def command_compare(args: argparse.Namespace) -> int:
+    from benchmark.compare import compare_results
+
+    result = compare_results(args.first, args.second)
+    if result["comparable"]:
+        text = "comparable: same store digests, protocol and extractor"
+    else:
+        text = "NOT comparable:\n" + "\n".join(
+            f"  {reason}" for reason in result["reasons"]
+        )
+    _emit(args, result, text)
+    return 0 if result["comparable"] else EXIT_NOT_COMPARABLE
+
+
+# ----------------------------------------------------------------------------
 # list / fetch-extractor
 
 
@@ -569,6 +588,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_root(baseline)
     _add_evaluation_options(baseline)
     baseline.set_defaults(handler=command_run)
+
+    compare = commands.add_parser(
+        "compare",
+        help="tell whether two results were measured on the same data and protocol",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  benchmark compare runs/a/summary.json runs/b/summary.json\n"
+        "  benchmark compare eval-mine.json runs/r13/seed-0/record.json --json\n"
+        "Exit status 1 when they differ in store digests, protocol or extractor.",
+    )
+    compare.add_argument(
+        "first", help="result JSON: `eval --out`, record.json or summary.json"
+    )
+    compare.add_argument("second", help="the result to compare it with")
+    compare.add_argument(
+        "--json", action="store_true", help="print only JSON to stdout"
+    )
+    compare.set_defaults(handler=command_compare)
 
     listing = commands.add_parser(
         "list",
