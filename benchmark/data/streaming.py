@@ -8,8 +8,8 @@ Used for the datasets whose test split is chosen by the hash-rank rule
    request.
 2. Ranked split: keys in rank order, in blocks of `block_images`, until the
    split has its count of decodable images.
-3. Other split: every key after the last one the ranked split consumed, in
-   ascending key order, in blocks.
+3. Other split: every key ranked after the last one the ranked split
+   consumed, in ascending key order, in blocks.
 4. Assembly: each split file is created with its exact count, and the
    images are copied into it from the scratch file of step 2 or 3.
 5. manifest.json, then the folder is renamed to `<root>/<dataset>`.
