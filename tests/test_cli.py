@@ -176,6 +176,10 @@ def test_run_writes_records_and_summary(finished_run):
     assert record["evaluation"]["extractor"]["sha256"].startswith("7ff4a85c")
     assert len(record["dataset"]["train_split_digest"]) == 64
     assert record["environment"]["deterministic"]["use_deterministic_algorithms"]
+    from PIL import Image
+
+    grid = Image.open(finished_run / "seed-0" / "samples" / "step-000000004.png")
+    assert grid.size == (8 * 32, 8 * 32)
     fids = [row["fid_final"] for row in summary["per_seed"]]
     assert summary["median_fid_final"] == pytest.approx(sum(fids) / 2)
 
