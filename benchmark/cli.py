@@ -346,36 +346,65 @@ def command_compare(args: argparse.Namespace) -> int:
 # list / fetch-extractor
 
 
+def _baseline_row(name: str) -> dict[str, Any]:
+    spec = specs.load_baseline(name)
+    return {
+        "name": name,
+        "dataset": spec.dataset,
+        "architecture": spec.architecture,
+        "loss": spec.loss,
+        "d_norm": spec.d_norm,
+        "penalty": spec.penalty,
+        "lambda": spec.penalty_weight,
+        "lr": spec.optimizer.lr,
+        "beta1": spec.optimizer.beta1,
+        "beta2": spec.optimizer.beta2,
+        "n_disc": spec.n_disc,
+        "steps": spec.steps,
+        "published_fid": [result.fid for result in spec.published],
+    }
+
+
+def _format_table(rows: list[dict[str, Any]]) -> str:
+    """Return rows as text columns, one line per row."""
+    if not rows:
+        return "(none)"
+
+    def text(value: Any) -> str:
+        if isinstance(value, list):
+            return ", ".join(text(item) for item in value) or "-"
+        if isinstance(value, dict):
+            return " ".join(f"{key}:{text(item)}" for key, item in value.items())
+        if isinstance(value, float):
+            return f"{value:g}"
+        return str(value)
+
+    columns = list(rows[0])
+    cells = [[text(row[column]) for column in columns] for row in rows]
+    widths = [
+        max(len(column), *(len(line[index]) for line in cells))
+        for index, column in enumerate(columns)
+    ]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    for line in cells:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+    return "\n".join(lines)
+
+
 def command_list(args: argparse.Namespace) -> int:
     kind = args.kind
     rows = []
     for name in specs.available(kind):
         if kind == "baselines":
-            spec = specs.load_baseline(name)
-            published = spec.published.fid if spec.published else None
-            rows.append(
-                {
-                    "name": name,
-                    "dataset": spec.dataset,
-                    "loss": spec.loss,
-                    "d_norm": spec.d_norm,
-                    "penalty": spec.penalty,
-                    "lr": spec.optimizer.lr,
-                    "beta1": spec.optimizer.beta1,
-                    "beta2": spec.optimizer.beta2,
-                    "n_disc": spec.n_disc,
-                    "steps": spec.steps,
-                    "published_fid": published,
-                }
-            )
+            rows.append(_baseline_row(name))
         elif kind == "datasets":
             spec = specs.load_dataset(name)
             rows.append(
                 {
                     "name": name,
                     "version": spec.version,
-                    "splits": spec.splits,
                     "resolution": spec.resolution,
+                    "splits": spec.splits,
                 }
             )
         else:
@@ -385,15 +414,13 @@ def command_list(args: argparse.Namespace) -> int:
                     "name": name,
                     "version": spec.version,
                     "datasets": {
-                        key: f"{value.real_count} {value.real_split} vs {value.fake_count} fake"
+                        key: f"{value.real_count} {value.real_split} vs "
+                        f"{value.fake_count} fake"
                         for key, value in spec.datasets.items()
                     },
                 }
             )
-    text = "\n".join(
-        "  ".join(f"{key}={value}" for key, value in row.items()) for row in rows
-    )
-    _emit(args, rows, text)
+    _emit(args, rows, _format_table(rows))
     return 0
 
 

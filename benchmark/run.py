@@ -6,6 +6,9 @@ Output folder layout:
     OUT/seed-<s>/checkpoints/ latest checkpoint (atomic, older ones removed)
     OUT/seed-<s>/train.jsonl  losses every 100 steps and at each checkpoint
     OUT/seed-<s>/evals.jsonl  one line per evaluated checkpoint
+    OUT/seed-<s>/samples/     a PNG grid of 64 samples per evaluated checkpoint,
+                              from the protocol's fixed evaluation latents
+    OUT/seed-<s>/tensorboard/ losses and metrics, when tensorboard is installed
     OUT/seed-<s>/record.json  the run record, written when the seed is done
     OUT/summary.json          medians over seeds
 
@@ -45,7 +48,15 @@ from benchmark.fileio import (
 )
 from benchmark.protocol import Evaluator, FeatureSet, GeneratedNonFinite
 from benchmark.records import RECORD_FORMAT, environment
-from benchmark.specs import BaselineSpec, ProtocolSpec, as_dict, spec_directory
+from benchmark.samples import save_sample_grid
+from benchmark.specs import (
+    BaselineSpec,
+    ProtocolSpec,
+    as_dict,
+    load_dataset,
+    spec_directory,
+)
+from benchmark.tensorboard import ScalarLog
 from benchmark.training import determinism
 from benchmark.training.checkpoint import list_checkpoints, state_digest
 from benchmark.training.loop import TrainConfig, train
@@ -60,8 +71,10 @@ OFFICIAL_FORMATS = ("official-archive", "official-folder")
 OVERRIDABLE = ("steps", "batch_size", "checkpoint_every", "eval_every")
 
 
-def resolve_config(spec: BaselineSpec, overrides: dict[str, int]) -> TrainConfig:
-    """Combine a baseline spec with command-line overrides."""
+def resolve_config(
+    spec: BaselineSpec, overrides: dict[str, int], resolution: int
+) -> TrainConfig:
+    """Combine a baseline spec with command-line overrides and the image size."""
     unknown = sorted(set(overrides) - set(OVERRIDABLE))
     if unknown:
         raise UserError(
@@ -69,6 +82,7 @@ def resolve_config(spec: BaselineSpec, overrides: dict[str, int]) -> TrainConfig
         )
     values = {
         "architecture": spec.architecture,
+        "resolution": resolution,
         "z_dim": spec.z_dim,
         "d_norm": spec.d_norm,
         "loss": spec.loss,
@@ -201,9 +215,17 @@ def run_seed(
         },
     )
     started = time.perf_counter()
+    scalars = ScalarLog(run_dir / "tensorboard")
 
     def evaluate(step: int, generator: nn.Module) -> None:
         began = time.perf_counter()
+        save_sample_grid(
+            generator,
+            config.z_dim,
+            evaluator.protocol.fake_seed,
+            device,
+            run_dir / "samples" / f"step-{step:09d}.png",
+        )
         try:
             sample = evaluator.generator_features(
                 generator, config.z_dim, config.batch_size, device
@@ -217,6 +239,7 @@ def run_seed(
             "seconds": round(time.perf_counter() - began, 3),
         }
         append_json_line(evals_path, entry)
+        scalars.evaluation(step, metrics)
         if metrics.get("fid") is None:
             logger.warning("seed %d step %d: %s", seed, step, metrics["error"])
         else:
@@ -249,6 +272,7 @@ def run_seed(
             evaluated_steps=evaluated_steps,
             kept_steps=kept_steps,
             progress=progress,
+            on_log=scalars.training,
         )
         weights = {
             "generator_sha256": state_digest(state.generator.state_dict()),
@@ -258,6 +282,8 @@ def run_seed(
         status = "diverged"
         diverged_at = error.step
         logger.warning("seed %d diverged: %s", seed, error)
+    finally:
+        scalars.close()
 
     evaluations = _read_evaluations(evals_path)
     best_step = _best_step(evaluations)
@@ -413,7 +439,7 @@ def run_baseline(
             f"baseline {spec.name!r} is defined on {spec.dataset!r}, not {dataset!r}; "
             f"pass --dataset {spec.dataset}"
         )
-    config = resolve_config(spec, overrides)
+    config = resolve_config(spec, overrides, load_dataset(dataset).resolution)
     protocol.for_dataset(dataset)
     determinism.enable_deterministic_mode()
     settings = {
@@ -519,8 +545,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{number(summary['median_kid_final'], 0, 6)}; IS final "
         f"{number(summary['median_inception_score_final'], 0, 4)}"
     )
-    published = summary.get("published")
-    if published:
+    for published in summary.get("published") or ():
         comparable = (
             summary["named_baseline"]
             and official

@@ -176,6 +176,10 @@ def test_run_writes_records_and_summary(finished_run):
     assert record["evaluation"]["extractor"]["sha256"].startswith("7ff4a85c")
     assert len(record["dataset"]["train_split_digest"]) == 64
     assert record["environment"]["deterministic"]["use_deterministic_algorithms"]
+    from PIL import Image
+
+    grid = Image.open(finished_run / "seed-0" / "samples" / "step-000000004.png")
+    assert grid.size == (8 * 32, 8 * 32)
     fids = [row["fid_final"] for row in summary["per_seed"]]
     assert summary["median_fid_final"] == pytest.approx(sum(fids) / 2)
 
@@ -265,9 +269,9 @@ def test_two_runs_cannot_share_an_output_folder(tmp_path):
 def test_json_flag_prints_only_json(finished_run, capsys):
     """Check that `list --json` stdout parses as JSON."""
     assert main(["list", "baselines", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    assert rows[0]["name"] == "resnetcifar-ns-sn"
-    assert rows[0]["published_fid"] == 22.91
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert len(rows) == 30
+    assert rows["resnetcifar-ns-sn"]["published_fid"] == [22.91, 23.22]
 
 
 def test_eval_of_checkpoint_reproduces_run_metrics(

@@ -35,8 +35,8 @@ def test_baselines_name_existing_datasets_and_protocols():
     for name in specs.available("baselines"):
         spec = specs.load_baseline(name)
         specs.load_dataset(spec.dataset)
-        if spec.published is not None:
-            protocol = specs.load_protocol(spec.published.protocol)
+        for published in spec.published:
+            protocol = specs.load_protocol(published.protocol)
             assert spec.dataset in protocol.datasets
 
 
@@ -57,13 +57,15 @@ def write_toml(path: Path, table: dict) -> Path:
 
     lines, tables = [], []
     for key, item in table.items():
-        if isinstance(item, dict):
+        is_table_array = isinstance(item, list) and item and isinstance(item[0], dict)
+        if isinstance(item, dict) or is_table_array:
             tables.append((key, item))
         else:
             lines.append(f"{key} = {value(item)}")
     for key, item in tables:
-        lines.append(f"[{key}]")
-        lines.extend(f"{inner} = {value(x)}" for inner, x in item.items())
+        for entry in item if isinstance(item, list) else [item]:
+            lines.append(f"[[{key}]]" if isinstance(item, list) else f"[{key}]")
+            lines.extend(f"{inner} = {value(x)}" for inner, x in entry.items())
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -212,3 +214,24 @@ def test_mutated_baseline_loads_or_fails_cleanly(tmp_path, field, replacement):
     except UserError as error:
         assert str(path) in str(error)
         assert "\n" not in str(error)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda t: t.update(architecture="sndcgan", d_norm="layer"),
+            "SNDCGAN's D takes 'spectral' or 'none'",
+        ),
+        (lambda t: t.update(penalty_weight=1.0), "expected 0.0 without a penalty"),
+        (lambda t: t.update(penalty="gp"), "expected a number > 0.0 with penalty 'gp'"),
+    ],
+)
+def test_inconsistent_baseline_is_rejected(tmp_path, change, message):
+    """Check combinations compare_gan v2 could not train are named in one line."""
+    table = baseline_table()
+    change(table)
+    path = write_toml(tmp_path / "resnetcifar-ns-sn.toml", table)
+    with pytest.raises(UserError, match=message) as caught:
+        specs.load_baseline(str(path))
+    assert "\n" not in str(caught.value)

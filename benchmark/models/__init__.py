@@ -1,12 +1,18 @@
-"""Generator and discriminator construction from a baseline spec."""
+"""Generator and discriminator construction from a baseline spec.
+
+Architectures: `resnet_cifar` (32x32), `resnet19` (128x128) and `sndcgan` (any
+multiple of 8; 32x32 for CIFAR-10, 128x128 otherwise). D normalisations:
+`none`, `batch`, `layer` and `spectral` (SNDCGAN: `none` and `spectral`).
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrizations
+from torch.nn.utils import parametrizations, parametrize
 
-from benchmark.models.resnet_cifar import ResNetCifarDiscriminator, ResNetCifarGenerator
+from benchmark.models.resnet import resnet19, resnet_cifar
+from benchmark.models.sndcgan import sndcgan
 
 # compare_gan's power iteration normalises with tf.nn.l2_normalize(eps=1e-12),
 # which bounds the squared norm; torch bounds the norm itself, so the same
@@ -30,8 +36,28 @@ def apply_spectral_norm(layers: list[nn.Module]) -> None:
         )
 
 
+# Architectures and the image size each one produces.
+ARCHITECTURES = {"resnet_cifar": 32, "resnet19": 128, "sndcgan": None}
+D_NORMALIZATIONS = ("none", "batch", "layer", "spectral")
+
+
+def _construct(architecture: str, z_dim: int, d_norm: str, resolution: int):
+    norm = "none" if d_norm == "spectral" else d_norm
+    expected = ARCHITECTURES[architecture]
+    if expected is not None and resolution != expected:
+        raise ValueError(
+            f"{architecture} produces {expected}x{expected} images, not "
+            f"{resolution}x{resolution}"
+        )
+    if architecture == "resnet_cifar":
+        return resnet_cifar(z_dim, norm)
+    if architecture == "resnet19":
+        return resnet19(z_dim, norm)
+    return sndcgan(z_dim, norm, resolution)
+
+
 def build_models(
-    architecture: str, z_dim: int, d_norm: str, init_seed: int
+    architecture: str, z_dim: int, d_norm: str, init_seed: int, resolution: int
 ) -> tuple[nn.Module, nn.Module]:
     """Build and initialise G and D; all randomness comes from `init_seed`.
 
@@ -40,21 +66,42 @@ def build_models(
     vectors use torch's global generator, so the whole build runs inside a
     forked RNG state seeded from the same value: the caller's global RNG is
     left untouched.
+
+    Raises:
+        ValueError: unknown architecture or normalisation, a resolution the
+            architecture does not produce, or a combination compare_gan v2
+            does not support.
     """
-    if architecture != "resnet_cifar":
+    if architecture not in ARCHITECTURES:
         raise ValueError(f"unsupported architecture {architecture!r}")
-    if d_norm not in ("none", "spectral"):
+    if d_norm not in D_NORMALIZATIONS:
         raise ValueError(f"unsupported discriminator normalization {d_norm!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
-        generator_net = ResNetCifarGenerator(z_dim)
-        discriminator_net = ResNetCifarDiscriminator()
+        generator_net, discriminator_net = _construct(
+            architecture, z_dim, d_norm, resolution
+        )
         weights_rng = torch.Generator().manual_seed(init_seed)
         generator_net.initialize(weights_rng)
         discriminator_net.initialize(weights_rng)
         if d_norm == "spectral":
             apply_spectral_norm(discriminator_net.weight_layers())
     return generator_net, discriminator_net
+
+
+def discriminator_weights(discriminator: nn.Module) -> list[torch.Tensor]:
+    """Return D's raw weight tensors (no biases), before any spectral norm.
+
+    These are the tensors compare_gan's L2 penalty sums over: the trainable
+    `w` and `Matrix` variables, not the normalised weights.
+    """
+    weights = []
+    for layer in discriminator.weight_layers():
+        if parametrize.is_parametrized(layer, "weight"):
+            weights.append(layer.parametrizations.weight.original)
+        else:
+            weights.append(layer.weight)
+    return weights
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -1,12 +1,16 @@
 """Layers shared by the compare_gan architectures, in PyTorch.
 
-Conventions follow compare_gan v2 (`compare_gan/src/gans/ops.py` and
-`resnet_architecture.py`):
+Conventions follow compare_gan v2 (`compare_gan/src/gans/ops.py`,
+`resnet_architecture.py` and `dcgan_architecture.py`):
 
 - conv kernels start from a normal distribution truncated at two standard
   deviations (TensorFlow's `truncated_normal_initializer`, stddev 0.02),
-  dense weights from N(0, 0.02), all biases from zero;
-- G's batch norm uses decay 0.9 (PyTorch momentum 0.1) and epsilon 1e-5;
+  except SNDCGAN's D convs and all transposed convs, which draw from
+  N(0, 0.02); dense weights from N(0, 0.02); all biases from zero;
+- the ResNet batch norm uses decay 0.9 (PyTorch momentum 0.1) and epsilon
+  1e-5, SNDCGAN's G batch norm decay 0.9 and epsilon 2e-5;
+- layer norm (D only) normalises each sample over C, H and W, with a scale
+  and an offset per channel and epsilon 1e-12, as `tf.contrib.layers.layer_norm`;
 - upsampling is "unpool": each value goes to the top-left corner of a 2x2
   block and the other three positions are zero (not nearest neighbour);
 - downsampling is a 2x2 average pool with stride 2.
@@ -26,6 +30,9 @@ INIT_STDDEV = 0.02
 TRUNCATION = 2.0 * INIT_STDDEV
 BATCH_NORM_EPS = 1e-5
 BATCH_NORM_MOMENTUM = 0.1  # TensorFlow decay 0.9
+# tf.contrib.layers.layer_norm hard-codes this variance epsilon.
+LAYER_NORM_EPS = 1e-12
+D_NORMALIZATIONS = ("none", "batch", "layer")
 
 
 def init_conv(module: nn.Conv2d, generator: torch.Generator) -> None:
@@ -39,6 +46,13 @@ def init_conv(module: nn.Conv2d, generator: torch.Generator) -> None:
             b=TRUNCATION,
             generator=generator,
         )
+        nn.init.zeros_(module.bias)
+
+
+def init_normal(module: nn.Module, generator: torch.Generator) -> None:
+    """Initialise a layer's weight from N(0, 0.02) and its bias to zero."""
+    with torch.no_grad():
+        nn.init.normal_(module.weight, mean=0.0, std=INIT_STDDEV, generator=generator)
         nn.init.zeros_(module.bias)
 
 
@@ -79,6 +93,27 @@ def batch_norm(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=BATCH_NORM_EPS, momentum=BATCH_NORM_MOMENTUM)
 
 
+def layer_norm(channels: int) -> nn.GroupNorm:
+    """Return TF contrib's layer norm on NCHW maps: one group over C, H and W.
+
+    GroupNorm with a single group normalises each sample over all its values
+    and applies a scale and an offset per channel, as TensorFlow's layer norm
+    with `begin_params_axis=-1` on NHWC input does.
+    """
+    return nn.GroupNorm(1, channels, eps=LAYER_NORM_EPS)
+
+
+def d_norm_layer(normalization: str, channels: int) -> nn.Module:
+    """Return the normalisation layer a D block uses before each ReLU."""
+    if normalization == "batch":
+        return batch_norm(channels)
+    if normalization == "layer":
+        return layer_norm(channels)
+    if normalization == "none":
+        return nn.Identity()
+    raise ValueError(f"invalid block normalization {normalization!r}")
+
+
 class ResNetBlock(nn.Module):
     """compare_gan's residual block, for G ("up") and D ("down" or "none").
 
@@ -91,7 +126,8 @@ class ResNetBlock(nn.Module):
         in_channels: channels of the input.
         out_channels: channels of the output.
         scale: "up" (G), "down" or "none" (D).
-        normalization: "batch" (every G block) or "none" (D without norm).
+        normalization: "batch" (every G block; D with batch norm), "layer"
+            (D with layer norm) or "none".
     """
 
     def __init__(
@@ -104,18 +140,12 @@ class ResNetBlock(nn.Module):
         super().__init__()
         if scale not in ("up", "down", "none"):
             raise ValueError(f"invalid block scale {scale!r}")
-        if normalization not in ("batch", "none"):
-            raise ValueError(f"invalid block normalization {normalization!r}")
         self.scale = scale
         self.shortcut = conv3x3(in_channels, out_channels)
         self.conv1 = conv3x3(in_channels, out_channels)
         self.conv2 = conv3x3(out_channels, out_channels)
-        if normalization == "batch":
-            self.norm1: nn.Module = batch_norm(in_channels)
-            self.norm2: nn.Module = batch_norm(out_channels)
-        else:
-            self.norm1 = nn.Identity()
-            self.norm2 = nn.Identity()
+        self.norm1 = d_norm_layer(normalization, in_channels)
+        self.norm2 = d_norm_layer(normalization, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.scale == "up":

@@ -34,10 +34,10 @@ OPTIONAL_MD5_PATTERN = re.compile(r"^([0-9a-f]{32})?$")
 PREPROCESSING = ("none", "tf_resize_with_crop_or_pad", "box_downsample")
 SPLIT_RULES = ("sha256_rank",)
 
-ARCHITECTURES = ("resnet_cifar",)
-LOSSES = ("ns",)
-D_NORMALIZATIONS = ("none", "spectral")
-PENALTIES = ("none",)
+ARCHITECTURES = ("resnet_cifar", "resnet19", "sndcgan")
+LOSSES = ("ns", "mm", "wgan", "ls", "hinge")
+D_NORMALIZATIONS = ("none", "batch", "layer", "spectral")
+PENALTIES = ("none", "gp", "dragan", "l2")
 
 
 def _check(**constraints: Any) -> dict[str, Any]:
@@ -207,8 +207,28 @@ class BaselineSpec:
     checkpoint_every: int = field(metadata=_check(min=1))
     eval_every: int = field(metadata=_check(min=1))
     optimizer: OptimizerSpec
-    published: PublishedResult | None = None
+    # Every published result of this exact configuration (several released
+    # models share one configuration and differ only by training run).
+    published: tuple[PublishedResult, ...] = ()
     path: str = ""
+
+    def check(self) -> None:
+        """Reject combinations that compare_gan v2 could not train."""
+        if self.architecture == "sndcgan" and self.d_norm in ("batch", "layer"):
+            raise UserError(
+                f"{self.path}: field 'd_norm': SNDCGAN's D takes 'spectral' or "
+                f"'none' in compare_gan v2, got {self.d_norm!r}"
+            )
+        if self.penalty == "none" and self.penalty_weight != 0.0:
+            raise UserError(
+                f"{self.path}: field 'penalty_weight': expected 0.0 without a "
+                f"penalty, got {self.penalty_weight!r}"
+            )
+        if self.penalty != "none" and self.penalty_weight <= 0.0:
+            raise UserError(
+                f"{self.path}: field 'penalty_weight': expected a number > 0.0 "
+                f"with penalty {self.penalty!r}, got {self.penalty_weight!r}"
+            )
 
 
 SpecT = TypeVar("SpecT")
@@ -419,7 +439,9 @@ def load_protocol(name_or_path: str | os.PathLike) -> ProtocolSpec:
 
 def load_baseline(name_or_path: str | os.PathLike) -> BaselineSpec:
     """Load a baseline spec by packaged name or by path to a TOML file."""
-    return _load("baselines", BaselineSpec, name_or_path)
+    spec = _load("baselines", BaselineSpec, name_or_path)
+    spec.check()
+    return spec
 
 
 def as_dict(spec: Any) -> dict[str, Any]:

@@ -98,7 +98,7 @@ def load_generator(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
 
     saved = load_checkpoint(path)
     config = saved.get("config")
-    required = ("architecture", "z_dim", "d_norm", "batch_size")
+    required = ("architecture", "resolution", "z_dim", "d_norm", "batch_size")
     if not isinstance(config, dict) or any(key not in config for key in required):
         raise UserError(
             f"checkpoint {str(path)!r} records no usable model config (needs "
@@ -108,7 +108,11 @@ def load_generator(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
         raise UserError(f"checkpoint {str(path)!r} holds no generator weights")
     try:
         generator, _ = build_models(
-            config["architecture"], config["z_dim"], config["d_norm"], init_seed=0
+            config["architecture"],
+            config["z_dim"],
+            config["d_norm"],
+            init_seed=0,
+            resolution=config["resolution"],
         )
         generator.load_state_dict(saved["generator"])
     except (ValueError, RuntimeError, TypeError) as error:

@@ -38,6 +38,7 @@ from benchmark.progress import progress_bar
 from benchmark.training import checkpoint as checkpoints
 from benchmark.training import determinism
 from benchmark.training.losses import DISCRIMINATOR_LOSSES, GENERATOR_LOSSES
+from benchmark.training.penalties import penalty
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class TrainConfig:
     """The resolved settings that determine a trained model, bit for bit."""
 
     architecture: str
+    resolution: int
     z_dim: int
     d_norm: str
     loss: str
@@ -156,7 +158,7 @@ def make_state(
     """Build models and optimisers at step 0."""
     init_seed = determinism.derive_seed(run_seed, determinism.STREAM_INIT)
     generator, discriminator = build_models(
-        config.architecture, config.z_dim, config.d_norm, init_seed
+        config.architecture, config.z_dim, config.d_norm, init_seed, config.resolution
     )
     generator.to(device).train()
     discriminator.to(device).train()
@@ -215,33 +217,49 @@ def restore(
     state.step = int(saved["step"])
 
 
+@dataclass
+class StepResult:
+    """Losses of one training step; `d_loss` includes lambda times the penalty."""
+
+    d_loss: float
+    penalty: float | None
+    g_loss: float | None
+
+
 def train_step(
     state: TrainingState,
     config: TrainConfig,
     real: torch.Tensor,
     z: torch.Tensor,
     step: int,
-) -> tuple[float, float | None]:
+    penalty_rng: torch.Generator | None = None,
+) -> StepResult:
     """Run one D update and, every n_disc steps, one G update.
 
     Args:
         real: [B, 3, H, W] float32 in [0, 1].
         z: [B, z_dim] float32 in [-1, 1].
         step: 1-based step number.
-
-    Returns:
-        The D loss and the G loss (None when G was not updated).
+        penalty_rng: CPU generator for the GP and DRAGAN noise of this step;
+            `train` passes the run's penalty stream, and a direct call without
+            one gets a generator seeded with the step.
     """
     generator, discriminator = state.generator, state.discriminator
     d_loss_fn = DISCRIMINATOR_LOSSES[config.loss]
     g_loss_fn = GENERATOR_LOSSES[config.loss]
 
     # D update. Within one update, D sees one set of normalised weights, so
-    # spectral norm runs a single power iteration for the real and fake passes.
+    # spectral norm runs a single power iteration for the real, fake and
+    # penalty passes, as compare_gan's single session run did.
     with torch.no_grad():
         fake = generator(z)
     with parametrize.cached():
         d_loss = d_loss_fn(discriminator(real), discriminator(fake))
+        if penalty_rng is None:
+            penalty_rng = torch.Generator().manual_seed(step)
+        penalty_value = penalty(config.penalty, discriminator, real, fake, penalty_rng)
+        if penalty_value is not None:
+            d_loss = d_loss + config.penalty_weight * penalty_value
     state.d_optimizer.zero_grad(set_to_none=True)
     d_loss.backward()
     state.d_optimizer.step()
@@ -255,7 +273,11 @@ def train_step(
         # D's gradients from this pass are never applied: the next D update
         # zeroes them first.
         state.g_optimizer.step()
-    return d_loss.item(), (g_loss.item() if g_loss is not None else None)
+    return StepResult(
+        d_loss=d_loss.item(),
+        penalty=None if penalty_value is None else penalty_value.item(),
+        g_loss=None if g_loss is None else g_loss.item(),
+    )
 
 
 EvaluateFn = Callable[[int, nn.Module], None]
@@ -273,6 +295,7 @@ def train(
     kept_steps: StepsFn = set,
     progress: bool = True,
     stop_after: int | None = None,
+    on_log: Callable[[dict], None] | None = None,
 ) -> TrainingState:
     """Train (or resume) one run and evaluate at the configured steps.
 
@@ -292,6 +315,7 @@ def train(
             checkpoint and these are kept.
         progress: show a progress bar on stderr.
         stop_after: stop after this step (for tests of resumption).
+        on_log: also called with each train.jsonl entry (e.g. for TensorBoard).
 
     Raises:
         DivergedError: a loss became NaN or infinite.
@@ -333,32 +357,37 @@ def train(
             indices = torch.from_numpy(sampler.indices(step))
             real = images_to_unit_interval(train_images[indices]).to(device)
             z = sample_latents(run_seed, step, config.batch_size, config.z_dim)
-            d_loss, g_loss = train_step(state, config, real, z.to(device), step)
+            penalty_rng = torch.Generator().manual_seed(
+                determinism.derive_seed(run_seed, determinism.STREAM_PENALTY, step)
+            )
+            result = train_step(state, config, real, z.to(device), step, penalty_rng)
             state.step = step
-            if g_loss is not None:
-                state.g_loss, state.g_loss_step = g_loss, step
-            if not math.isfinite(d_loss) or (
-                g_loss is not None and not math.isfinite(g_loss)
-            ):
+            if result.g_loss is not None:
+                state.g_loss, state.g_loss_step = result.g_loss, step
+            losses = [result.d_loss, result.g_loss, result.penalty]
+            if not all(math.isfinite(value) for value in losses if value is not None):
                 raise DivergedError(
-                    f"loss is not finite at step {step} (d_loss={d_loss}, "
-                    f"g_loss={g_loss})",
+                    f"loss is not finite at step {step} (d_loss={result.d_loss}, "
+                    f"g_loss={result.g_loss}, penalty={result.penalty})",
                     step,
                 )
             bar.update(1)
 
             if step % LOG_EVERY == 0 or step in save_steps:
-                bar.set_postfix(d_loss=f"{d_loss:.4f}", g_loss=f"{state.g_loss:.4f}")
-                append_json_line(
-                    log_path,
-                    {
-                        "step": step,
-                        "d_loss": d_loss,
-                        "g_loss": state.g_loss,
-                        "g_loss_step": state.g_loss_step,
-                        "session_seconds": round(time.perf_counter() - started, 3),
-                    },
+                bar.set_postfix(
+                    d_loss=f"{result.d_loss:.4f}", g_loss=f"{state.g_loss:.4f}"
                 )
+                entry = {
+                    "step": step,
+                    "d_loss": result.d_loss,
+                    "penalty": result.penalty,
+                    "g_loss": state.g_loss,
+                    "g_loss_step": state.g_loss_step,
+                    "session_seconds": round(time.perf_counter() - started, 3),
+                }
+                append_json_line(log_path, entry)
+                if on_log is not None:
+                    on_log(entry)
             if step in save_steps:
                 path = checkpoints.checkpoint_path(checkpoint_dir, step)
                 checkpoints.save_checkpoint(path, state_dict(state, config, run_seed))
