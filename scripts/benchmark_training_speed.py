@@ -8,10 +8,13 @@ per update, no finiteness checks, no records. The harness step is what
 `benchmark.training.loop.train` runs per step, with deterministic mode on.
 
 Usage:
-    python scripts/benchmark_training_speed.py [--batch 64] [--steps 5]
-        [--families resnet_cifar,sndcgan32,sndcgan128,resnet19] [--json]
+    python scripts/benchmark_training_speed.py [--batch 64] [--steps 2]
+        [--rounds 5] [--families resnet_cifar,sndcgan32,sndcgan128,resnet19]
+        [--json]
 
-Prints D steps per second for both loops and their ratio. This is a
+Prints D steps per second for both loops and their ratio. Deterministic mode
+is on for both. The loops run in alternating chunks and each figure is the
+median over chunks, so load from other processes affects both alike. This is a
 measurement, not a test: numbers depend on the machine and its load.
 """
 
@@ -19,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -68,11 +73,8 @@ def config_for(
     )
 
 
-def harness_steps_per_second(
-    config: TrainConfig, images: torch.Tensor, steps: int
-) -> float:
-    """Time the per-step work of `train`: batch, z, penalty stream, step, checks."""
-    determinism.enable_deterministic_mode()
+def harness_stepper(config: TrainConfig, images: torch.Tensor) -> Callable[[int], None]:
+    """The per-step work of `train`: batch, z, penalty stream, step, checks."""
     state = make_state(config, 0, torch.device("cpu"))
     sampler = BatchSampler(0, len(images), config.batch_size)
 
@@ -88,17 +90,11 @@ def harness_steps_per_second(
         if not all(np.isfinite(v) for v in values if v is not None):
             raise RuntimeError("diverged")
 
-    step(1)  # warm-up: oneDNN picks its kernels on the first call
-    started = time.perf_counter()
-    for number in range(2, steps + 2):
-        step(number)
-    return steps / (time.perf_counter() - started)
+    return step
 
 
-def bare_steps_per_second(
-    config: TrainConfig, images: torch.Tensor, steps: int
-) -> float:
-    """Time a plain loop: same models and optimiser, nothing else."""
+def bare_stepper(config: TrainConfig, images: torch.Tensor) -> Callable[[int], None]:
+    """A plain loop: same models and optimiser, nothing else."""
     generator, discriminator = build_models(
         config.architecture, config.z_dim, config.d_norm, 0, config.resolution
     )
@@ -128,23 +124,51 @@ def bare_steps_per_second(
             g_loss.backward()
             g_optimizer.step()
 
-    step(1)
-    started = time.perf_counter()
-    for number in range(2, steps + 2):
-        step(number)
-    return steps / (time.perf_counter() - started)
+    return step
+
+
+def interleaved_rates(
+    steppers: dict[str, Callable[[int], None]], steps: int, rounds: int
+) -> dict[str, float]:
+    """Median D steps/s of each loop, timed in alternating chunks.
+
+    Each round runs `steps` steps of every loop in turn, so a change in the
+    machine's load hits both loops alike; the median over rounds drops the
+    rounds that a burst of load spoiled. Every chunk is a whole number of
+    n_disc cycles, so each loop does the same share of G updates.
+    """
+    for step in steppers.values():
+        step(1)  # warm-up: oneDNN picks its kernels on the first call
+    numbers = {name: 2 for name in steppers}
+    seconds: dict[str, list[float]] = {name: [] for name in steppers}
+    for _ in range(rounds):
+        for name, step in steppers.items():
+            started = time.perf_counter()
+            for number in range(numbers[name], numbers[name] + steps):
+                step(number)
+            seconds[name].append(time.perf_counter() - started)
+            numbers[name] += steps
+    return {name: steps / statistics.median(times) for name, times in seconds.items()}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=64, help="batch size")
-    parser.add_argument("--steps", type=int, default=5, help="timed D steps per loop")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=2,
+        help="timed G updates per chunk (x n_disc D steps)",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="chunks per loop")
     parser.add_argument(
         "--families", default=",".join(FAMILIES), help="comma-separated families"
     )
     parser.add_argument("--json", action="store_true", help="print JSON only")
     args = parser.parse_args()
 
+    # Deterministic mode for both loops, as the harness trains.
+    determinism.enable_deterministic_mode()
     rows = []
     for family in args.families.split(","):
         architecture, resolution, n_disc = FAMILIES[family]
@@ -153,15 +177,18 @@ def main() -> int:
         images = torch.from_numpy(
             rng.integers(0, 256, (512, resolution, resolution, 3), dtype=np.uint8)
         )
-        # Bare first: deterministic mode, once on, stays on for the process.
-        bare = bare_steps_per_second(config, images, args.steps)
-        harness = harness_steps_per_second(config, images, args.steps)
+        steppers = {
+            "harness": harness_stepper(config, images),
+            "bare": bare_stepper(config, images),
+        }
+        rates = interleaved_rates(steppers, args.steps * n_disc, args.rounds)
+        bare, harness = rates["bare"], rates["harness"]
         rows.append(
             {
                 "family": family,
                 "batch": args.batch,
                 "n_disc": n_disc,
-                "timed_steps": args.steps,
+                "timed_d_steps": args.steps * n_disc * args.rounds,
                 "bare_steps_per_s": round(bare, 4),
                 "harness_steps_per_s": round(harness, 4),
                 "ratio": round(harness / bare, 3),

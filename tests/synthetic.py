@@ -14,14 +14,22 @@ def write_synthetic_cifar10(
     root: Path, train_count: int, test_count: int, seed: int = 0
 ):
     """Write a partial CIFAR-10 store of smooth random images and return its path."""
-    spec = load_dataset("cifar10")
+    return write_synthetic_store(root, "cifar10", train_count, test_count, seed)
+
+
+def write_synthetic_store(
+    root: Path, dataset: str, train_count: int, test_count: int, seed: int = 0
+):
+    """Write a partial store of smooth random images for `dataset`; return its path."""
+    spec = load_dataset(dataset)
+    size = spec.resolution
     rng = np.random.default_rng(seed)
     splits = {}
     for split, count in (("train", train_count), ("test", test_count)):
         # Low-frequency colour fields look more like photos than white noise,
         # which keeps Inception features in a sensible range.
         coarse = rng.integers(0, 256, size=(count, 4, 4, 3)).astype(np.float64)
-        images = np.kron(coarse, np.ones((1, 8, 8, 1)))
+        images = np.kron(coarse, np.ones((1, size // 4, size // 4, 1)))
         images += rng.normal(0.0, 8.0, size=images.shape)
         images = np.clip(np.rint(images), 0, 255).astype(np.uint8)
         labels = (np.arange(count) % 10).astype(np.int64)
