@@ -88,6 +88,8 @@ trials_table = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("seconds", sa.Float),
     sa.Column("host", sa.String(200)),
+    # torch intra-op threads of the trial (CPU results depend on it).
+    sa.Column("threads", sa.Integer),
     sa.Column("run_dir", sa.Text),
     sa.Column("started_utc", sa.String(40)),
     sa.Column("finished_utc", sa.String(40)),
@@ -131,6 +133,7 @@ class TrialResult:
     error: str | None = None
     seconds: float | None = None
     host: str | None = None
+    threads: int | None = None
     run_dir: str | None = None
     started_utc: str | None = None
     finished_utc: str | None = None
