@@ -72,8 +72,9 @@ def _draw_distributions(axis, panel: Panel, colours) -> None:
             box.set_alpha(0.35)
     for index, values in enumerate(data):
         if values.size:
-            # Spread the points a little so that equal values stay visible.
-            offsets = np.linspace(-0.15, 0.15, values.size) if values.size > 1 else 0.0
+            # Fixed random jitter, so that equal values stay visible and the
+            # same data give the same picture.
+            offsets = np.random.default_rng(index).uniform(-0.15, 0.15, values.size)
             axis.scatter(
                 positions[index] + offsets,
                 values,
@@ -98,6 +99,8 @@ def _draw_distributions(axis, panel: Panel, colours) -> None:
 
 
 def _draw_budgets(axis, panel: Panel, colours) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     drawn = False
     for index, method in enumerate(panel.methods):
         curve = method.curve
@@ -114,6 +117,7 @@ def _draw_budgets(axis, panel: Panel, colours) -> None:
             end = method.grid_settings - 1
             axis.plot(budgets[end], mean[end], "o", color=colour, markersize=4)
         drawn = drawn or bool(finite.any())
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_xlabel("budget (settings tried)")
     axis.set_ylabel("minimum FID (mean over orders)")
     axis.grid(alpha=0.3)
