@@ -121,7 +121,9 @@ def command_study_report(args: argparse.Namespace) -> int:
     study_specs = [load_study(name) for name in args.specs]
     names = [spec.name for spec in study_specs]
     if len(set(names)) != len(names):
-        raise UserError(f"a study is named twice: {', '.join(names)}")
+        raise UserError(
+            f"a study is named twice in {', '.join(names)}; name each study once"
+        )
     entries = []
     for spec in study_specs:
         folder = _study_dir(args, spec.name)

@@ -8,6 +8,8 @@ the result at once. Neither retries a trial: a failure is a result.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
@@ -145,6 +147,9 @@ def ray_executor(
         ) from None
     if ray.is_initialized():
         raise UserError("Ray is already initialised in this process; run one study")
+    # ray.init installs Ray's own SIGTERM handler, which aborts the process;
+    # the caller's handler (SIGTERM as Ctrl-C) is put back after it.
+    terminate_handler = signal.getsignal(signal.SIGTERM)
     try:
         if address is None:
             ray.init(
@@ -161,6 +166,8 @@ def ray_executor(
             f"cannot start or reach Ray at {address or 'a local instance'!r}: "
             f"{type(error).__name__}: {message}; check --address"
         ) from None
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, terminate_handler)
     try:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
         yield RayExecutor(ray, cpus_per_trial, gpus)
