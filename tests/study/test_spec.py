@@ -138,10 +138,10 @@ def test_invalid_spec_fails_in_one_line(tmp_path, case):
 def test_protocol_must_cover_dataset(tmp_path):
     """Check a protocol without the study's dataset is rejected."""
     protocol = Path(load_study("tiny-cifar10").load_protocol().path).read_text()
+    header = protocol[: protocol.index("[datasets.")]
     (tmp_path / "other.toml").write_text(
-        protocol.replace('name = "smoke"', 'name = "other"').replace(
-            "[datasets.cifar10]", "[datasets.lsun]"
-        )
+        header.replace('name = "smoke"', 'name = "other"')
+        + '[datasets.lsun]\nreal_split = "test"\nreal_count = 100\nfake_count = 100\n'
     )
     path = write_spec(tmp_path, ('protocol = "smoke"', 'protocol = "other.toml"'))
     with pytest.raises(UserError, match="has no entry for dataset 'cifar10'"):
