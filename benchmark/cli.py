@@ -663,6 +663,11 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--cache", type=Path, default=None, help="cache folder")
     fetch.add_argument("--json", action="store_true", help="print only JSON to stdout")
     fetch.set_defaults(handler=command_fetch_extractor)
+
+    # study: grid + Bayesian optimisation runs and the paper's figures.
+    from benchmark.study.command import add_study_parser
+
+    add_study_parser(commands, _add_root, _add_evaluation_options)
     return parser
 
 
