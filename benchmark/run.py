@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from benchmark import faults
 from benchmark.data.store import image_sha256, open_split, split_image_hashes
 from benchmark.errors import DivergedError, UserError
 from benchmark.fileio import (
@@ -164,16 +165,22 @@ def _write_config_once(path: Path, config: dict[str, Any]) -> None:
     atomic_write_json(path, config)
 
 
-def _read_evaluations(path: Path) -> list[dict[str, Any]]:
+def _read_json_lines(path: Path) -> list[dict[str, Any]]:
+    """Return the entries of a JSON-lines file, skipping lines cut short."""
     if not path.exists():
         return []
-    evaluations = []
+    entries = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            evaluations.append(json.loads(line))
+            entries.append(json.loads(line))
         except ValueError:
-            continue  # a line cut short by an interruption; it is evaluated again
-    by_step = {entry["step"]: entry for entry in evaluations}
+            continue  # an append cut short by an interruption
+    return entries
+
+
+def _read_evaluations(path: Path) -> list[dict[str, Any]]:
+    # An evaluation whose line was cut short is run again on resumption.
+    by_step = {entry["step"]: entry for entry in _read_json_lines(path)}
     return [by_step[step] for step in sorted(by_step)]
 
 
@@ -238,6 +245,7 @@ def run_seed(
             "metrics": metrics,
             "seconds": round(time.perf_counter() - began, 3),
         }
+        faults.reach("evaluation")
         append_json_line(evals_path, entry)
         scalars.evaluation(step, metrics)
         if metrics.get("fid") is None:
@@ -290,7 +298,7 @@ def run_seed(
     best = next((e for e in evaluations if e["step"] == best_step), None)
     last = evaluations[-1] if evaluations else None
     final = last["metrics"] if status == "completed" and last else None
-    sessions = [json.loads(line) for line in sessions_path.read_text().splitlines()]
+    sessions = _read_json_lines(sessions_path)
     record = {
         "format": RECORD_FORMAT,
         "status": status,
@@ -309,6 +317,7 @@ def run_seed(
         # One entry per process that worked on this seed (resumptions).
         "sessions": sessions,
     }
+    faults.reach("record-write")
     atomic_write_json(record_path, record)
     return record
 
