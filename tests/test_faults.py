@@ -162,3 +162,31 @@ def test_sessions_file_with_torn_line_reads(tmp_path):
     path.write_text(json.dumps({"start_step": 0}) + "\n" + '{"start_st')
     append_json_line(path, {"start_step": 2})
     assert [s["start_step"] for s in _read_json_lines(path)] == [0, 2]
+
+
+def test_checkpoint_on_full_disk_names_file(tmp_path, monkeypatch):
+    """Check that a failed write inside torch.save becomes a one-line error with
+    the path and the system's reason, and leaves no file behind."""
+    import errno
+    import io
+
+    class FullDisk(io.BufferedWriter):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def open_full(path, mode="r", *args, **kwargs):
+        handle = open(path, mode, *args, **kwargs)  # noqa: SIM115
+        if "w" in mode and "b" in mode:
+            handle.close()
+            return FullDisk(io.FileIO(path, "w"))
+        return handle
+
+    monkeypatch.setattr(checkpoints, "open", open_full, raising=False)
+    path = tmp_path / "step-000000003.pt"
+    with pytest.raises(UserError) as caught:
+        checkpoints.save_checkpoint(path, small_state())
+    message = str(caught.value)
+    assert str(path) in message
+    assert "No space left on device" in message
+    assert "\n" not in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -14,7 +14,7 @@ import logging
 import pickle
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -53,6 +53,24 @@ def _unshared(value: Any) -> Any:
     return value
 
 
+class _KeepWriteError:
+    """A binary file wrapper that remembers the OSError of a failed write."""
+
+    def __init__(self, handle: BinaryIO):
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
 def digest_path(path: Path) -> Path:
     """Return the file that contains the SHA-256 of checkpoint `path`."""
     return path.with_name(path.name + DIGEST_SUFFIX)
@@ -72,7 +90,16 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         # given a path it would use the temporary file's random name, and two
         # identical runs would write different bytes.
         with open(temporary, "wb") as handle:
-            torch.save(state, handle)
+            writer = _KeepWriteError(handle)
+            try:
+                torch.save(state, writer)
+            except RuntimeError:
+                # torch reports a failed write (a full disk) as a RuntimeError
+                # about stream positions; re-raise the write's own error, which
+                # atomic_path turns into a message naming the file.
+                if writer.error is not None:
+                    raise writer.error from None
+                raise
         atomic_write_bytes(digest_path(path), f"{sha256_file(temporary)}\n".encode())
         faults.reach("checkpoint-write")
 
