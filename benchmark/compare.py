@@ -122,7 +122,7 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): value}
 
 
-def _fingerprints(result: dict[str, Any], name: str) -> list[dict[str, Any]]:
+def _fingerprints(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Return the environment of each session that produced a result.
 
     A run record lists one environment per session (process) that worked on
@@ -172,8 +172,8 @@ def compare_environments(
         every field that can change bits in every session, and have
         deterministic algorithms on.
     """
-    envs_a = _fingerprints(first, first_name)
-    envs_b = _fingerprints(second, second_name)
+    envs_a = _fingerprints(first)
+    envs_b = _fingerprints(second)
     missing = [
         name for name, envs in ((first_name, envs_a), (second_name, envs_b)) if not envs
     ]
@@ -242,8 +242,8 @@ def format_comparison(result: dict[str, Any]) -> str:
             else "no effect on numbers"
         )
         lines.append(
-            f"  {row['field']}: {_short(row['first'])} vs {_short(row['second'])} "
-            f"({effect})"
+            f"  {row['field']}: {str(row['first'])[:40]} vs "
+            f"{str(row['second'])[:40]} ({effect})"
         )
     lines += [f"  {line}" for line in environment["mixed"]]
     if environment["same"]:
