@@ -416,9 +416,9 @@ def _train_images_in_hash_order(
         for index, (image, expected) in enumerate(zip(images, hashes, strict=True)):
             if image_sha256(image) != expected:
                 raise UserError(
-                    f"training image {index} (key {reader.keys[index]!r}) does not "
-                    f"match its manifest hash; run `benchmark verify {dataset}` and "
-                    "prepare the store again"
+                    f"training image {index} (key {reader.keys[index]!r}) of "
+                    f"{str(reader.path)!r} does not match its manifest hash; run "
+                    f"`benchmark verify {dataset}` and prepare the store again"
                 )
     order = np.argsort(np.asarray(hashes), kind="stable")
     return torch.from_numpy(images[order]), digest
