@@ -95,8 +95,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
                 torch.save(state, writer)
             except RuntimeError:
                 # torch reports a failed write (a full disk) as a RuntimeError
-                # about stream positions; re-raise the write's own error, which
-                # atomic_path turns into a message naming the file.
+                # about stream positions. The write's own error names the
+                # reason, and atomic_path turns it into a message with the file.
                 if writer.error is not None:
                     raise writer.error from None
                 raise
