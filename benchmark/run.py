@@ -3,7 +3,8 @@
 Output folder layout:
 
     OUT/config.json           resolved settings, overrides, protocol (written once)
-    OUT/seed-<s>/checkpoints/ latest checkpoint (atomic, older ones removed)
+    OUT/seed-<s>/checkpoints/ latest and best checkpoints (atomic, older ones
+                              removed), each with a .sha256 file
     OUT/seed-<s>/train.jsonl  losses every 100 steps and at each checkpoint
     OUT/seed-<s>/evals.jsonl  one line per evaluated checkpoint
     OUT/seed-<s>/samples/     a PNG grid of 64 samples per evaluated checkpoint,

@@ -148,10 +148,12 @@ def assert_same_bits(resumed: Path, reference: Path) -> None:
 
 @pytest.mark.slow
 def test_kills_at_every_point_then_resume(setting, reference_run, tmp_path):
-    """Check that a run killed during a checkpoint write, frozen during an
-    evaluation (while a second run into the same folder is rejected) and then
-    killed, and killed again just before its record, with a torn log line in
-    between, ends bit-equal to an uninterrupted run."""
+    """Check that a run interrupted three times still ends bit-equal.
+
+    It is killed during a checkpoint write, frozen during an evaluation while
+    a second run into the same folder is rejected, then killed, and killed
+    again just before its record. A torn log line is added in between.
+    """
     out = tmp_path / "out"
     arguments = [*setting, "--out", str(out)]
     seed_dir = out / "seed-0"

@@ -4,7 +4,8 @@ A checkpoint is one `torch.save` file holding G and D (with batch-norm
 statistics and spectral-norm vectors), both optimisers, the step, the global
 torch RNG state and a hash of the training configuration. Every other random
 stream is derived from the run seed and the step, so nothing else is needed to
-resume bit for bit.
+resume bit for bit. Beside each checkpoint, `<name>.sha256` contains the
+file's SHA-256, which every load checks.
 """
 
 from __future__ import annotations
