@@ -195,7 +195,12 @@ def command_verify(args: argparse.Namespace) -> int:
 
 
 def command_eval(args: argparse.Namespace) -> int:
-    from benchmark.protocol import Evaluator, GeneratedNonFinite, check_count
+    from benchmark.protocol import (
+        GENERATOR_BATCH,
+        Evaluator,
+        GeneratedNonFinite,
+        check_count,
+    )
     from benchmark.records import environment
     from benchmark.training.checkpoint import load_generator
     from benchmark.training.determinism import enable_deterministic_mode
@@ -242,7 +247,7 @@ def command_eval(args: argparse.Namespace) -> int:
         config = checkpoint["config"]
         try:
             sample = evaluator.generator_features(
-                generator, config["z_dim"], config["batch_size"], device
+                generator, config["z_dim"], GENERATOR_BATCH, device
             )
         except GeneratedNonFinite as error:
             raise UserError(f"checkpoint {args.checkpoint!r}: {error}") from None

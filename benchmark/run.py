@@ -48,7 +48,12 @@ from benchmark.fileio import (
     sha256_file,
     to_json,
 )
-from benchmark.protocol import Evaluator, FeatureSet, GeneratedNonFinite
+from benchmark.protocol import (
+    GENERATOR_BATCH,
+    Evaluator,
+    FeatureSet,
+    GeneratedNonFinite,
+)
 from benchmark.records import RECORD_FORMAT, environment
 from benchmark.samples import save_sample_grid
 from benchmark.specs import (
@@ -236,7 +241,7 @@ def run_seed(
         )
         try:
             sample = evaluator.generator_features(
-                generator, config.z_dim, config.batch_size, device
+                generator, config.z_dim, GENERATOR_BATCH, device
             )
             metrics = evaluator.metrics(reference, sample)
         except GeneratedNonFinite as error:
