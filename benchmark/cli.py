@@ -195,7 +195,12 @@ def command_verify(args: argparse.Namespace) -> int:
 
 
 def command_eval(args: argparse.Namespace) -> int:
-    from benchmark.protocol import Evaluator, GeneratedNonFinite, check_count
+    from benchmark.protocol import (
+        GENERATOR_BATCH,
+        Evaluator,
+        GeneratedNonFinite,
+        check_count,
+    )
     from benchmark.records import environment
     from benchmark.training.checkpoint import load_generator
     from benchmark.training.determinism import enable_deterministic_mode
@@ -242,7 +247,7 @@ def command_eval(args: argparse.Namespace) -> int:
         config = checkpoint["config"]
         try:
             sample = evaluator.generator_features(
-                generator, config["z_dim"], config["batch_size"], device
+                generator, config["z_dim"], GENERATOR_BATCH, device
             )
         except GeneratedNonFinite as error:
             raise UserError(f"checkpoint {args.checkpoint!r}: {error}") from None
@@ -329,16 +334,10 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def command_compare(args: argparse.Namespace) -> int:
-    from benchmark.compare import compare_results
+    from benchmark.compare import compare_results, format_comparison
 
     result = compare_results(args.first, args.second)
-    if result["comparable"]:
-        text = "comparable: same store digests, protocol and extractor"
-    else:
-        text = "NOT comparable:\n" + "\n".join(
-            f"  {reason}" for reason in result["reasons"]
-        )
-    _emit(args, result, text)
+    _emit(args, result, format_comparison(result))
     return 0 if result["comparable"] else EXIT_NOT_COMPARABLE
 
 
@@ -688,6 +687,16 @@ def main(argv: list[str] | None = None) -> int:
     except DivergedError as error:
         print(f"diverged: {error}", file=sys.stderr)
         return EXIT_DIVERGED
+    except OSError as error:
+        # A write or read the code did not wrap itself (disk full, read-only
+        # folder, vanished file): still one line that names the path.
+        where = f" on {str(error.filename)!r}" if error.filename else ""
+        print(
+            f"error: {error.strerror or error}{where}; check free space and "
+            "permissions, then run the same command again to resume",
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED

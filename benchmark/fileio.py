@@ -148,9 +148,24 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def append_json_line(path: str | os.PathLike, value: Any) -> None:
-    """Append one JSON object as a line and fsync, so records are never half-lost."""
+    """Append one JSON object as a line and fsync, so records are never half-lost.
+
+    A process killed in the middle of an append leaves a last line without its
+    newline, which readers skip. This function then writes a newline first, so
+    the torn line cannot swallow the new one.
+    """
     line = json.dumps(value, sort_keys=True, allow_nan=True) + "\n"
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(line)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(path, "ab+") as handle:
+            if handle.tell() > 0:
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    line = "\n" + line
+            handle.write(line.encode("utf-8"))
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:
+        raise UserError(
+            f"failed to append to {str(path)!r}: {error.strerror or error}; "
+            "check free space and permissions, then run the command again"
+        ) from error

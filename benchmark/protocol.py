@@ -65,6 +65,11 @@ FEATURE_CACHE_VERSION = 3
 SELECTION_RULE = "ascending per-image sha256, first count"
 # Images read from the store per feature batch (memory, not numbers).
 READ_BATCH = 500
+# Fakes are generated in batches of this size whatever the run's batch size:
+# on CPU, G's output bits depend on its batch (torch 2.14.1 convolutions work
+# on blocks of 4 samples, so samples outside a full block differ by 1 ulp).
+# 64 is the training batch of every compare_gan v2 baseline.
+GENERATOR_BATCH = 64
 
 
 @dataclass

@@ -3,7 +3,8 @@
 Output folder layout:
 
     OUT/config.json           resolved settings, overrides, protocol (written once)
-    OUT/seed-<s>/checkpoints/ latest and best checkpoints (atomic, others removed)
+    OUT/seed-<s>/checkpoints/ latest and best checkpoints (atomic, older ones
+                              removed), each with a .sha256 file
     OUT/seed-<s>/train.jsonl  losses every 100 steps and at each checkpoint
     OUT/seed-<s>/evals.jsonl  one line per evaluated checkpoint
     OUT/seed-<s>/samples/     a PNG grid of 64 samples per evaluated checkpoint,
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from benchmark import faults
 from benchmark.data.store import image_sha256, open_split, split_image_hashes
 from benchmark.errors import DivergedError, UserError
 from benchmark.fileio import (
@@ -46,7 +48,12 @@ from benchmark.fileio import (
     sha256_file,
     to_json,
 )
-from benchmark.protocol import Evaluator, FeatureSet, GeneratedNonFinite
+from benchmark.protocol import (
+    GENERATOR_BATCH,
+    Evaluator,
+    FeatureSet,
+    GeneratedNonFinite,
+)
 from benchmark.records import RECORD_FORMAT, environment
 from benchmark.samples import save_sample_grid
 from benchmark.specs import (
@@ -164,16 +171,22 @@ def _write_config_once(path: Path, config: dict[str, Any]) -> None:
     atomic_write_json(path, config)
 
 
-def _read_evaluations(path: Path) -> list[dict[str, Any]]:
+def _read_json_lines(path: Path) -> list[dict[str, Any]]:
+    """Return the entries of a JSON-lines file, skipping lines cut short."""
     if not path.exists():
         return []
-    evaluations = []
+    entries = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            evaluations.append(json.loads(line))
+            entries.append(json.loads(line))
         except ValueError:
-            continue  # a line cut short by an interruption; it is evaluated again
-    by_step = {entry["step"]: entry for entry in evaluations}
+            continue  # an append cut short by an interruption
+    return entries
+
+
+def _read_evaluations(path: Path) -> list[dict[str, Any]]:
+    # An evaluation whose line was cut short is run again on resumption.
+    by_step = {entry["step"]: entry for entry in _read_json_lines(path)}
     return [by_step[step] for step in sorted(by_step)]
 
 
@@ -228,7 +241,7 @@ def run_seed(
         )
         try:
             sample = evaluator.generator_features(
-                generator, config.z_dim, config.batch_size, device
+                generator, config.z_dim, GENERATOR_BATCH, device
             )
             metrics = evaluator.metrics(reference, sample)
         except GeneratedNonFinite as error:
@@ -238,6 +251,7 @@ def run_seed(
             "metrics": metrics,
             "seconds": round(time.perf_counter() - began, 3),
         }
+        faults.reach("evaluation")
         append_json_line(evals_path, entry)
         scalars.evaluation(step, metrics)
         if metrics.get("fid") is None:
@@ -290,7 +304,7 @@ def run_seed(
     best = next((e for e in evaluations if e["step"] == best_step), None)
     last = evaluations[-1] if evaluations else None
     final = last["metrics"] if status == "completed" and last else None
-    sessions = [json.loads(line) for line in sessions_path.read_text().splitlines()]
+    sessions = _read_json_lines(sessions_path)
     record = {
         "format": RECORD_FORMAT,
         "status": status,
@@ -309,6 +323,7 @@ def run_seed(
         # One entry per process that worked on this seed (resumptions).
         "sessions": sessions,
     }
+    faults.reach("record-write")
     atomic_write_json(record_path, record)
     return record
 
@@ -407,9 +422,9 @@ def _train_images_in_hash_order(
         for index, (image, expected) in enumerate(zip(images, hashes, strict=True)):
             if image_sha256(image) != expected:
                 raise UserError(
-                    f"training image {index} (key {reader.keys[index]!r}) does not "
-                    f"match its manifest hash; run `benchmark verify {dataset}` and "
-                    "prepare the store again"
+                    f"training image {index} (key {reader.keys[index]!r}) of "
+                    f"{str(reader.path)!r} does not match its manifest hash; run "
+                    f"`benchmark verify {dataset}` and prepare the store again"
                 )
     order = np.argsort(np.asarray(hashes), kind="stable")
     return torch.from_numpy(images[order]), digest

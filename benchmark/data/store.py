@@ -54,6 +54,7 @@ import PIL
 from PIL import features as pil_features
 
 import benchmark
+from benchmark.data.manifest import check_manifest
 from benchmark.errors import UserError
 from benchmark.fileio import (
     ensure_directory,
@@ -816,6 +817,9 @@ def read_manifest(store_dir: str | os.PathLike, dataset: str) -> dict[str, Any]:
             f"{manifest.get('format_version')!r}, this version of the harness "
             f"reads {FORMAT_VERSION}; {_rerun_hint(dataset, store_dir)}"
         )
+    check_manifest(
+        manifest, str(manifest_path), dataset, _rerun_hint(dataset, store_dir)
+    )
     return manifest
 
 

@@ -4,23 +4,29 @@ A checkpoint is one `torch.save` file holding G and D (with batch-norm
 statistics and spectral-norm vectors), both optimisers, the step, the global
 torch RNG state and a hash of the training configuration. Every other random
 stream is derived from the run seed and the step, so nothing else is needed to
-resume bit for bit.
+resume bit for bit. Beside each checkpoint, `<name>.sha256` contains the
+file's SHA-256, which every load checks.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import pickle
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
+from benchmark import faults
 from benchmark.errors import UserError
-from benchmark.fileio import atomic_path, sha256_file
+from benchmark.fileio import atomic_path, atomic_write_bytes, sha256_file
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
+DIGEST_SUFFIX = ".sha256"
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d{9})\.pt$")
 
 
@@ -48,15 +54,82 @@ def _unshared(value: Any) -> Any:
     return value
 
 
+class _KeepWriteError:
+    """A binary file wrapper that remembers the OSError of a failed write."""
+
+    def __init__(self, handle: BinaryIO):
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def digest_path(path: Path) -> Path:
+    """Return the file that contains the SHA-256 of checkpoint `path`."""
+    return path.with_name(path.name + DIGEST_SUFFIX)
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write a checkpoint atomically (temporary file, fsync, rename)."""
+    """Write a checkpoint atomically (temporary file, fsync, rename).
+
+    The file's SHA-256 goes to `<name>.sha256` before the checkpoint is renamed
+    into place, so every checkpoint has its digest. torch.load checks no
+    checksum: a flipped byte in a tensor loads without an error, and only the
+    digest reveals it.
+    """
     state = _unshared(dict(state, format=CHECKPOINT_FORMAT))
     with atomic_path(path) as temporary:
         # Through a handle, torch names the archive's inner folder "archive";
         # given a path it would use the temporary file's random name, and two
         # identical runs would write different bytes.
         with open(temporary, "wb") as handle:
-            torch.save(state, handle)
+            writer = _KeepWriteError(handle)
+            try:
+                torch.save(state, writer)
+            except RuntimeError:
+                # torch reports a failed write (a full disk) as a RuntimeError
+                # about stream positions. The write's own error names the
+                # reason, and atomic_path turns it into a message with the file.
+                if writer.error is not None:
+                    raise writer.error from None
+                raise
+        atomic_write_bytes(digest_path(path), f"{sha256_file(temporary)}\n".encode())
+        faults.reach("checkpoint-write")
+
+
+def _check_digest(path: Path) -> None:
+    """Compare a checkpoint with its recorded SHA-256, when one was recorded."""
+    recorded_path = digest_path(path)
+    if not recorded_path.is_file():
+        logger.warning(
+            "checkpoint %s has no %s file, so its bytes cannot be checked",
+            path,
+            DIGEST_SUFFIX,
+        )
+        return
+    recorded = recorded_path.read_text(encoding="ascii", errors="replace").strip()
+    found = sha256_file(path)
+    if found != recorded:
+        raise UserError(
+            f"corrupt checkpoint {str(path)!r}: its SHA-256 is {found[:16]}..., "
+            f"{recorded_path.name} records {recorded[:16]}...; delete both files: "
+            "a run then resumes from its best checkpoint if one is left, else "
+            "from step 0"
+        )
+
+
+def remove_checkpoint(path: Path) -> None:
+    """Delete a checkpoint and its digest file."""
+    path.unlink(missing_ok=True)
+    digest_path(path).unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -64,6 +137,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {str(path)!r} is not a file")
+    _check_digest(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (
@@ -131,6 +205,28 @@ def load_generator(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
         "generator_sha256": state_digest(saved["generator"]),
     }
     return generator, description
+
+
+def remove_temporary_files(directory: Path) -> list[Path]:
+    """Delete what a process killed while writing a checkpoint left behind.
+
+    That is temporary files (`atomic_path` names them `.step-<step>.pt.<random>
+    .tmp`; each is as large as a checkpoint) and digest files whose checkpoint
+    was never renamed into place. Call this only while holding the run
+    folder's lock, because a live writer would lose its files.
+    """
+    if not directory.is_dir():
+        return []
+    removed = sorted(directory.glob(".step-*.pt*.tmp"))
+    # A digest file is written before its checkpoint is renamed into place.
+    removed += [
+        path
+        for path in sorted(directory.glob(f"step-*.pt{DIGEST_SUFFIX}"))
+        if not path.with_name(path.name.removesuffix(DIGEST_SUFFIX)).exists()
+    ]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
 
 
 def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:

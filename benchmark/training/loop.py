@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from benchmark import faults
 from benchmark.errors import DivergedError, UserError
 from benchmark.fileio import append_json_line, atomic_write_bytes, ensure_directory
 from benchmark.models import build_models
@@ -324,6 +325,8 @@ def train(
     checkpoint_dir = run_dir / "checkpoints"
     log_path = run_dir / "train.jsonl"
     state = make_state(config, run_seed, device)
+    for path in checkpoints.remove_temporary_files(checkpoint_dir):
+        logger.warning("removed %s, left by a checkpoint write that was cut off", path)
     saved = checkpoints.list_checkpoints(checkpoint_dir)
     if saved:
         step, path = saved[-1]
@@ -371,6 +374,7 @@ def train(
                     f"g_loss={result.g_loss}, penalty={result.penalty})",
                     step,
                 )
+            faults.reach("step")
             bar.update(1)
 
             if step % LOG_EVERY == 0 or step in save_steps:
@@ -401,7 +405,7 @@ def _remove_older_checkpoints(directory: Path, newest: int, keep: set[int]) -> N
     """Delete checkpoints before `newest` except those in `keep`."""
     for step, path in checkpoints.list_checkpoints(directory):
         if step < newest and step not in keep:
-            path.unlink(missing_ok=True)
+            checkpoints.remove_checkpoint(path)
 
 
 def _truncate_log(path: Path, step: int) -> None:
