@@ -10,8 +10,9 @@ Evaluation batch sizes (G's batch and the Inception batch) are checked
 separately, in one process.
 
 On a 2-core CPU every test of two processes takes minutes (each run draws a
-64-image sample grid and Inception features), so they all run with the slow
-tests.
+64-image sample grid and Inception features). The two-baseline check runs
+with the slow tests; the other 28 baselines are `exhaustive` (an hour or more
+on 2 cores, not run in CI): `pytest -m exhaustive tests/test_determinism.py`.
 """
 
 from __future__ import annotations
@@ -215,7 +216,7 @@ def test_two_baselines_repeat_across_processes(extractor_file, tmp_path):
     check_group(QUICK, extractor_file, tmp_path)
 
 
-@pytest.mark.slow
+@pytest.mark.exhaustive
 def test_other_32px_baselines_repeat_across_processes(extractor_file, tmp_path):
     """Check bits across processes and store orders for the other 32x32 baselines."""
     names = baseline_group(32)
@@ -223,7 +224,7 @@ def test_other_32px_baselines_repeat_across_processes(extractor_file, tmp_path):
     check_group([name for name in names if name not in QUICK], extractor_file, tmp_path)
 
 
-@pytest.mark.slow
+@pytest.mark.exhaustive
 def test_128px_baselines_repeat_across_processes(extractor_file, tmp_path):
     """Check bits across processes and store orders for every 128x128 baseline."""
     names = baseline_group(128)
