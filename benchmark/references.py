@@ -1,7 +1,7 @@
 """Reference FIDs per protocol, with tolerances and the reasons for them.
 
-`references/<protocol>.toml` lists the numbers that `benchmark check` holds a
-result against. They live beside the protocol file, not inside it, so adding a
+`references/<protocol>.toml` lists the numbers that `benchmark check` compares
+results with. They live beside the protocol file, not inside it, so adding a
 reference does not change the protocol file or its hash. Two kinds exist:
 
 * Published FIDs of the named baselines come from the baseline specs'
@@ -46,9 +46,9 @@ class PublishedTolerance:
 class MeasuredReference:
     """A FID measured with this harness, to be reproduced within `tolerance`.
 
-    For `kind = "split"`, `split` and `count` name the sample; for
-    `kind = "run"`, `baseline`, `steps` and `seeds` name the training run
-    (a run of the named baseline with only `steps` overridden).
+    For `kind = "split"`, `split` and `count` name the sample. For
+    `kind = "run"`, `baseline`, `steps` and `seeds` name the training run,
+    a run of the named baseline with only `steps` overridden.
     """
 
     name: str = field(metadata=_check(pattern=NAME_PATTERN))
@@ -142,7 +142,10 @@ def load_references(
     names = [reference.name for reference in references.measured]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
-        raise UserError(f"{source}: reference name {duplicates[0]!r} appears twice")
+        raise UserError(
+            f"{source}: reference name {duplicates[0]!r} appears twice; "
+            "give each [[measured]] entry its own name"
+        )
     for reference in references.measured:
         _check_measured(reference, source)
     return ReferenceSet(**{**references.__dict__, "path": source})

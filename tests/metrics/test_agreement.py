@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.linalg
 import torch
 from cleanfid.fid import frechet_distance as cleanfid_frechet_distance
 from cleanfid.fid import kernel_distance as cleanfid_kernel_distance
+from fid_references import eigh_reference_fid, relative_error
 from torch_fidelity.metric_fid import (
     fid_features_to_statistics,
     fid_statistics_to_metric,
@@ -56,26 +56,6 @@ def pool3_like_features(seed: int, count: int, dim: int, shift: float = 0.0):
     rng = np.random.default_rng(seed)
     mixing = rng.normal(size=(dim, dim)) / np.sqrt(dim)
     return np.abs(rng.normal(size=(count, dim)) @ mixing + shift).astype(np.float32)
-
-
-def eigh_reference_fid(mu1, sigma1, mu2, sigma2) -> float:
-    """FID via symmetric eigendecompositions, a third route to the trace term.
-
-    tr sqrt(sigma1 sigma2) = sum of sqrt(eigenvalues of R sigma2 R) with
-    R = sqrt(sigma1) from `eigh`; negative rounding residues are clipped to 0.
-    """
-    values, vectors = scipy.linalg.eigh(sigma1)
-    root = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
-    product_values = scipy.linalg.eigvalsh(root @ sigma2 @ root)
-    trace_root = np.sqrt(np.clip(product_values, 0.0, None)).sum()
-    difference = mu1 - mu2
-    return float(
-        difference @ difference + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_root
-    )
-
-
-def relative_error(value: float, reference: float) -> float:
-    return abs(value - reference) / abs(reference)
 
 
 def _statistics_pair(dim: int, count: int):
