@@ -10,8 +10,8 @@ protocol (see `benchmark.references`):
   differ by training run only. Published FIDs were measured on the official
   data, so the store must come from the official release with the complete
   reference split;
-* a summary of a short run (only `--steps` overridden) is held against a
-  measured golden run of the same baseline, steps and seeds;
+* a summary of a run with overrides (such as `--steps`) is held against a
+  measured golden run of the same baseline, overrides and seeds;
 * an eval result of a split is held against a measured real-vs-real floor of
   the same split and count.
 
@@ -239,20 +239,21 @@ def _check_summary(result: dict[str, Any], references) -> dict[str, Any]:
     overrides = result.get("overrides") or {}
     measured = result.get("median_fid_best")
     protocol_reasons = _protocol_reasons(result, references)
-    if set(overrides) == {"steps"}:
+    if overrides:
         candidates = [
             reference
             for reference in references.measured
             if reference.kind == "run"
             and reference.baseline == baseline
-            and reference.steps == overrides["steps"]
+            and reference.overrides == overrides
             and list(reference.seeds) == list(result.get("seeds") or [])
         ]
         if not candidates:
             raise UserError(
                 f"protocol {references.protocol!r} has no golden run of "
-                f"{baseline} with --steps {overrides['steps']} and seeds "
-                f"{result.get('seeds')}; check runs of the named baseline instead"
+                f"{baseline} with overrides {overrides} and seeds "
+                f"{result.get('seeds')}; only runs recorded in its references "
+                "file or unmodified named baselines can be checked"
             )
         return _check_measured(result, candidates, measured, protocol_reasons)
     if not result.get("named_baseline"):

@@ -11,7 +11,8 @@ reference does not change the protocol file or its hash. Two kinds exist:
 * Measured FIDs (`[[measured]]`) were produced with this harness: real-vs-real
   floors (`kind = "split"`: FID of `count` images of `split` against the
   protocol's reference set) and golden training runs (`kind = "run"`: the
-  median over seeds of a run's best FID). Each names the split digests of the
+  median over seeds of the best FID of a short run, the baseline with some
+  settings overridden). Each names the split digests of the
   store it was measured on and the extractor files it holds for.
 """
 
@@ -47,8 +48,8 @@ class MeasuredReference:
     """A FID measured with this harness, to be reproduced within `tolerance`.
 
     For `kind = "split"`, `split` and `count` name the sample. For
-    `kind = "run"`, `baseline`, `steps` and `seeds` name the training run,
-    a run of the named baseline with only `steps` overridden.
+    `kind = "run"`, `baseline`, `overrides` and `seeds` name the training
+    run: the baseline with exactly these command-line overrides.
     """
 
     name: str = field(metadata=_check(pattern=NAME_PATTERN))
@@ -64,7 +65,7 @@ class MeasuredReference:
     split: str = ""
     count: int = field(default=0, metadata=_check(min=0))
     baseline: str = ""
-    steps: int = field(default=0, metadata=_check(min=0))
+    overrides: dict[str, int] = field(default_factory=dict, metadata=_check(min=1))
     seeds: tuple[int, ...] = ()
 
 
@@ -87,10 +88,11 @@ def _check_measured(reference: MeasuredReference, source: str) -> None:
             f"{where}: kind 'split' needs 'split' and a 'count' of at least 2"
         )
     if reference.kind == "run" and (
-        not reference.baseline or reference.steps < 1 or not reference.seeds
+        not reference.baseline or not reference.overrides or not reference.seeds
     ):
         raise UserError(
-            f"{where}: kind 'run' needs 'baseline', 'steps' >= 1 and 'seeds'"
+            f"{where}: kind 'run' needs 'baseline', 'overrides' and 'seeds'; a "
+            "run of the unmodified baseline is held against its published FIDs"
         )
 
 

@@ -184,17 +184,19 @@ def test_published_diverged_median_fails(tmp_path, capsys):
 
 
 def test_modified_run_has_no_published_reference(tmp_path, capsys):
-    """Check that a run with overrides other than steps is rejected with the cause."""
+    """Check that a modified spec or unrecorded overrides are rejected."""
     store = _store("official-archive", OFFICIAL_TRAIN, OFFICIAL_TEST)
     summary = _summary(
         23.0,
         store,
         named_baseline=False,
-        overrides={"batch_size": 32},
-        not_named_because=["overrides {'batch_size': 32}"],
+        not_named_because=["my.toml differs from the packaged resnetcifar-ns-sn"],
     )
     assert main(["check", str(_write(tmp_path, summary))]) == 2
     assert "not the named baseline" in capsys.readouterr().err
+    summary["overrides"] = {"batch_size": 32}
+    assert main(["check", str(_write(tmp_path, summary))]) == 2
+    assert "no golden run" in capsys.readouterr().err
 
 
 GOLDEN_REFERENCES = """
@@ -206,7 +208,7 @@ name = "golden"
 kind = "run"
 dataset = "cifar10"
 baseline = "resnetcifar-ns-sn"
-steps = 20
+overrides = {{ steps = 20 }}
 seeds = [0, 1]
 fid = 400.0
 tolerance = 2.0
