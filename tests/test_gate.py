@@ -8,7 +8,10 @@ images against the 1000 test images under the `quick` protocol. Then
 pixels, resize, network, statistics or selection, and it is no comparison
 with a published number.
 
-The features of the floor then serve as real features for the metric
+A golden short run (ResNet-CIFAR, 10 steps at batch 16, 200 reals vs 200
+fakes under `tests/gate/gate.toml`) must likewise stay within tolerance of
+its FID in `tests/gate/references.toml`. The features of the floor then serve
+as real features for the metric
 agreement checks. The 5000 Inception forward passes took 63 minutes on 2 CPU
 cores shared with three other heavy jobs (about 12 minutes at the 7 images/s
 of an idle machine), hence the slow mark.
@@ -37,6 +40,7 @@ from benchmark.metrics.precision_recall import precision_recall
 pytestmark = pytest.mark.slow
 
 LOSSLESS_TARBALL = "cifar10/cifar10-lossless-subset.tar.gz"
+GATE_FOLDER = Path(__file__).parent / "gate"
 
 # FID of 4000 vs 1000 real features. The 1000-row covariance has rank 999 of
 # 2048, so the trace of the matrix root includes about 1000 square roots of
@@ -73,6 +77,25 @@ def lossless_floor(shared_data, extractor_file, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def golden_run(lossless_floor, extractor_file) -> Path:
+    """The golden short run: 10 steps at batch 16 on the lossless subset."""
+    base = lossless_floor.parent
+    out = base / "golden"
+    status = main(
+        [
+            "run", "baseline", "resnetcifar-ns-sn", "--dataset", "cifar10",
+            "--root", str(base / "data"), "--protocol", str(GATE_FOLDER / "gate.toml"),
+            "--seeds", "1", "--steps", "10", "--batch-size", "16",
+            "--checkpoint-every", "10", "--eval-every", "10", "--out", str(out),
+            "--cache", str(base / "cache"), "--extractor", str(extractor_file),
+            "--device", "cpu", "--no-progress",
+        ]
+    )  # fmt: skip
+    assert status == 0
+    return out
+
+
+@pytest.fixture(scope="module")
 def real_features(lossless_floor) -> tuple[np.ndarray, np.ndarray]:
     """(test 1000, train 4000) pool_3 features from the evaluation's cache."""
     files = sorted((lossless_floor.parent / "cache" / "features").glob("*.npz"))
@@ -90,6 +113,15 @@ def test_lossless_floor_passes_check(lossless_floor, capsys):
     assert status == 0, output
     assert "verdict    PASS" in output
     assert read_json(lossless_floor)["sample"]["count"] == 4000
+
+
+def test_golden_run_passes_check(golden_run, capsys):
+    """Check the golden short run against tests/gate/references.toml."""
+    references = GATE_FOLDER / "references.toml"
+    status = main(["check", str(golden_run), "--references", str(references)])
+    output = capsys.readouterr().out
+    assert status == 0, output
+    assert "verdict    PASS" in output
 
 
 # clean-fid 0.1.35 passes scipy's deprecated `disp` argument to sqrtm.
