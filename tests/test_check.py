@@ -244,6 +244,8 @@ def test_golden_run_against_references_file(tmp_path, capsys):
     assert main(["check", str(run_folder), "--references", str(references)]) == 2
 
 
+# About 80 s on a loaded 2-core CPU (32 Inception forward passes and loading).
+@pytest.mark.slow
 def test_check_of_real_eval_result(synthetic_store, extractor_file, tmp_path, capsys):
     """Check `eval --out` then `check` end to end on a small store."""
     protocol = tmp_path / "tiny.toml"
