@@ -9,11 +9,11 @@ float64 formulas written here with NumPy and SciPy.
 Tolerances:
 
 * FID: relative error <= 1e-6. Each reference takes another route to the
-  trace of sqrt(sigma1 sigma2) (scipy's Schur-based `sqrtm` of the
-  non-symmetric product in clean-fid, eigenvalues of the product in
-  torch-fidelity, symmetric eigendecompositions here), and each loses a few
-  digits to the conditioning of 2048-d covariances. 1e-6 is also the FID
-  tolerance torch-fidelity states against the TensorFlow original.
+  trace of sqrt(sigma1 sigma2). clean-fid uses scipy's Schur-based `sqrtm` of
+  the non-symmetric product, torch-fidelity the eigenvalues of the product,
+  and the route here symmetric eigendecompositions. Each loses a few digits
+  to the conditioning of 2048-d covariances. 1e-6 is also the FID tolerance
+  torch-fidelity states against the TensorFlow original.
 * KID and IS: relative error <= 1e-9. All implementations sum the same float64
   terms in another order; only that order differs.
 """
