@@ -1,7 +1,8 @@
 """The `benchmark` command line.
 
-Exit status: 0 success, 1 `compare` found the results not comparable, 2 bad
-input (one line on stderr saying what to fix), 3 a training run diverged, 130
+Exit status: 0 success, 1 `compare` or `check` found the results not
+comparable, 2 bad input (one line on stderr saying what to fix), 3 a training
+run diverged, 4 `check` found the FID outside its reference's tolerance, 130
 interrupted (run the same command again to resume). With --json, stdout carries only JSON; progress and status lines go
 to stderr.
 """
@@ -30,6 +31,7 @@ from benchmark.paths import (
 EXIT_NOT_COMPARABLE = 1
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 3
+EXIT_OUTSIDE_TOLERANCE = 4
 EXIT_INTERRUPTED = 130
 
 logger = logging.getLogger("benchmark")
@@ -342,6 +344,20 @@ def command_compare(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------
+# check
+
+
+def command_check(args: argparse.Namespace) -> int:
+    from benchmark.check import FAIL, NOT_COMPARABLE, check_result, format_check
+
+    outcome = check_result(args.result, args.references)
+    _emit(args, outcome, format_check(outcome))
+    if outcome["verdict"] == NOT_COMPARABLE:
+        return EXIT_NOT_COMPARABLE
+    return EXIT_OUTSIDE_TOLERANCE if outcome["verdict"] == FAIL else 0
+
+
+# ----------------------------------------------------------------------------
 # list / fetch-extractor
 
 
@@ -632,6 +648,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print only JSON to stdout"
     )
     compare.set_defaults(handler=command_compare)
+
+    check = commands.add_parser(
+        "check",
+        help="hold a result's FID against its reference FID and tolerance",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  benchmark check runs/resnetcifar-ns-sn\n"
+        "  benchmark check floor.json   # from `benchmark eval --split train --out`\n"
+        "  benchmark check runs/short/summary.json --json\n"
+        "Exit status 0 within tolerance, 4 outside it, 1 when the result was "
+        "measured on other data, protocol or extractor than the reference.",
+    )
+    check.add_argument(
+        "result",
+        help="run folder, its summary.json, or the JSON of `benchmark eval --out`",
+    )
+    check.add_argument(
+        "--references",
+        default=None,
+        help="references TOML to use instead of the packaged one of the "
+        "result's protocol",
+    )
+    check.add_argument("--json", action="store_true", help="print only JSON to stdout")
+    check.set_defaults(handler=command_check)
 
     listing = commands.add_parser(
         "list",

@@ -12,7 +12,9 @@ settings into features and numbers:
    G(z) * 255 without rounding. Their z ~ U(-1, 1) comes from NumPy's legacy
    RandomState seeded with the protocol's `fake_seed`, the latents compare_gan
    v2 used for every checkpoint;
-3. FID, KID (block estimator) and Inception Score where the network has logits.
+3. FID, KID (block estimator) and Inception Score where the network has logits;
+   also improved precision and recall (k = 3), which compare_gan v2 did not
+   compute.
 
 Which images of a split are used, and in which order: the images sorted by
 their per-image SHA-256 (hex, ascending), then the first `count`. The rule
@@ -56,6 +58,7 @@ from benchmark.metrics.features import FeaturePipeline
 from benchmark.metrics.fid import fid_from_features
 from benchmark.metrics.inception_score import inception_score
 from benchmark.metrics.kid import kernel_inception_distance
+from benchmark.metrics.precision_recall import DEFAULT_NEIGHBOURS, precision_recall
 from benchmark.specs import ProtocolSpec, as_dict
 
 logger = logging.getLogger(__name__)
@@ -263,14 +266,18 @@ class Evaluator:
     # Metrics
 
     def metrics(self, reference: FeatureSet, sample: FeatureSet) -> dict[str, Any]:
-        """Compute FID, KID and (with logits) Inception Score of `sample`."""
+        """Compute FID, KID, precision/recall and (with logits) IS of `sample`."""
         kid, kid_stderr = kernel_inception_distance(
             reference.features, sample.features, block_size=self.protocol.kid_block_size
         )
+        precision, recall = precision_recall(reference.features, sample.features)
         result: dict[str, Any] = {
             "fid": fid_from_features(reference.features, sample.features),
             "kid": kid,
             "kid_stderr": None if math.isnan(kid_stderr) else kid_stderr,
+            "precision": precision,
+            "recall": recall,
+            "precision_recall_k": DEFAULT_NEIGHBOURS,
         }
         if sample.logits is None:
             result["inception_score"] = None
