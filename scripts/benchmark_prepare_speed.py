@@ -9,8 +9,8 @@ A benchmark, not a test: it prints figures for REPRODUCING.md.
    scratch each time, and prints images/s. The stores must be byte-identical.
 3. Reads shuffled minibatches of 64 from the train split of the last store
    with `SplitReader.read`, once with the file in the page cache and once
-   after dropping it (POSIX_FADV_DONTNEED), and prints images/s; the same
-   for copies of that file stored in HDF5 chunks of 1 and of 16 images.
+   after dropping it (POSIX_FADV_DONTNEED), and prints images/s. It does the
+   same for copies of that file stored in HDF5 chunks of 1 and of 16 images.
 
     python scripts/benchmark_prepare_speed.py --images 30000 --workers 1 2
 """
@@ -46,12 +46,14 @@ def sample_photos() -> list[Image.Image]:
         if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp")
     ]
     if not photos:
-        raise SystemExit(f"no photos in {folder}; set BENCHMARK_SHARED_DATA")
+        raise SystemExit(
+            f"no photos found in {folder}; set BENCHMARK_SHARED_DATA to the shared data folder"
+        )
     return photos
 
 
 def make_value(photo: Image.Image, rng: np.random.Generator) -> bytes:
-    """One JPEG like an LSUN value: short side 256, long side 256 to 420."""
+    """Encode a JPEG like an LSUN value: short side 256, long side 256 to 420."""
     long_side = int(rng.integers(256, 421))
     size = (long_side, 256) if rng.random() < 0.8 else (256, long_side)
     left = int(rng.integers(0, max(1, photo.width // 8)))
@@ -111,7 +113,7 @@ def shuffled_reads(path: Path, batches: int, drop: bool) -> float:
 
 
 def rechunked_copy(path: Path, target: Path, images_per_chunk: int) -> Path:
-    """A copy of a split file whose `images` are stored in chunks of N images."""
+    """Copy a split file, storing its `images` in chunks of N images."""
     with h5py.File(path, "r") as source, h5py.File(target, "w") as copy:
         copy.attrs.update(source.attrs)
         for name, dataset in source.items():

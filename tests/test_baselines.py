@@ -110,7 +110,7 @@ def every_dataset(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def command_cases():
-    """One baseline per dataset and architecture, the rest differ only in values.
+    """List one baseline per dataset and architecture; the others differ only in values.
 
     Every spec trains a step through the same code in
     `test_baseline_trains_and_repeats`; this test covers the command's path
@@ -132,7 +132,7 @@ def command_cases():
 
 
 @pytest.mark.parametrize("name", command_cases())
-def test_run_baseline_accepts_spec(name, every_dataset, extractor_file, tmp_path):
+def test_run_baseline_per_family(name, every_dataset, extractor_file, tmp_path):
     """Check that `benchmark run baseline NAME` trains, evaluates and records."""
     root, protocol = every_dataset
     out = tmp_path / "run"
