@@ -153,6 +153,9 @@ def execute_trial(task: TrialTask) -> TrialResult:
     started = now_utc()
     began = time.perf_counter()
     host = platform.node()
+    # The in-process executor shares torch's thread setting with its caller,
+    # so it is restored after the trial.
+    caller_threads = torch.get_num_threads()
     try:
         determinism.enable_deterministic_mode()
         torch.set_num_threads(task.threads)
@@ -185,6 +188,8 @@ def execute_trial(task: TrialTask) -> TrialResult:
         )
         columns = {"status": ERROR}
         error = f"{type(caught).__name__}: {caught}"
+    finally:
+        torch.set_num_threads(caller_threads)
     return TrialResult(
         error=error,
         seconds=round(time.perf_counter() - began, 3),

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -478,3 +479,30 @@ def test_killed_study_resumes_with_same_results(ray_study, tmp_path):
         (t["round"], t["seed"]): t["fid"] for t in stored_trials(ray_out, "endtoend")
     }
     assert {(t["round"], t["seed"]): t["fid"] for t in after} == reference
+
+
+def test_trial_restores_caller_threads(monkeypatch):
+    """Check that a trial run in-process leaves torch's thread count as it was."""
+    import torch
+
+    from benchmark.study import trial as trial_module
+
+    seen = []
+
+    def fail_run_seed(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        raise RuntimeError("stop after reading the thread count")
+
+    monkeypatch.setattr("benchmark.run.run_seed", fail_run_seed)
+    context = {"train_images": None, "evaluator": None, "reference": None, "shared": {}}
+    monkeypatch.setattr(trial_module, "_context", lambda task, device: context)
+    monkeypatch.setattr("benchmark.training.loop.TrainConfig", dict)
+    before = torch.get_num_threads()
+    task = types.SimpleNamespace(
+        threads=1 if before != 1 else 2, device="cpu", trial_id=1, method="m",
+        setting_key="s", seed=0, config={}, run_dir="unused", shared={},
+    )  # fmt: skip
+    result = trial_module.execute_trial(task)
+    assert seen == [task.threads]
+    assert result.status == trial_module.ERROR
+    assert torch.get_num_threads() == before
