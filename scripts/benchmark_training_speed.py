@@ -74,7 +74,7 @@ def config_for(
 
 
 def harness_stepper(config: TrainConfig, images: torch.Tensor) -> Callable[[int], None]:
-    """The per-step work of `train`: batch, z, penalty stream, step, checks."""
+    """Return one step of `train`'s per-step work: batch, z, penalty stream, step, checks."""
     state = make_state(config, 0, torch.device("cpu"))
     sampler = BatchSampler(0, len(images), config.batch_size)
 
@@ -94,7 +94,7 @@ def harness_stepper(config: TrainConfig, images: torch.Tensor) -> Callable[[int]
 
 
 def bare_stepper(config: TrainConfig, images: torch.Tensor) -> Callable[[int], None]:
-    """A plain loop: same models and optimiser, nothing else."""
+    """Return one step of a plain loop: same models and optimiser, nothing else."""
     generator, discriminator = build_models(
         config.architecture, config.z_dim, config.d_norm, 0, config.resolution
     )
@@ -130,7 +130,7 @@ def bare_stepper(config: TrainConfig, images: torch.Tensor) -> Callable[[int], N
 def interleaved_rates(
     steppers: dict[str, Callable[[int], None]], steps: int, rounds: int
 ) -> dict[str, float]:
-    """Median D steps/s of each loop, timed in alternating chunks.
+    """Return the median D steps/s of each loop, timed in alternating chunks.
 
     Each round runs `steps` steps of every loop in turn, so a change in the
     machine's load hits both loops alike; the median over rounds drops the

@@ -122,7 +122,7 @@ class SettingRow:
 
 @dataclass(frozen=True)
 class TrialResult:
-    """What a worker returns for one finished trial."""
+    """Result a worker returns for one finished trial."""
 
     status: str
     fid: float | None = None

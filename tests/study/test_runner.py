@@ -400,7 +400,8 @@ def test_ray_study_end_to_end(ray_study):
     from PIL import Image
 
     with Image.open(report / "figure.png") as image:
-        assert image.size[0] > 500 and image.size[1] > 500
+        assert image.size[0] > 500
+        assert image.size[1] > 500
 
 
 @pytest.mark.slow

@@ -51,7 +51,8 @@ def test_figure_spec_matches_paper(name):
     assert (bayesian.rounds, bayesian.settings_per_round) == (12, 10)
     assert (bayesian.lr.low, bayesian.lr.high, bayesian.lr.log) == (1e-5, 1e-2, True)
     assert (bayesian.beta1.low, bayesian.beta1.high) == (0.0, 1.0)
-    assert not bayesian.beta1.log and not bayesian.beta2.log
+    assert not bayesian.beta1.log
+    assert not bayesian.beta2.log
     assert bayesian.n_disc == (1, 5)
     for method in spec.methods:
         settings = grid_settings(spec, method)
