@@ -27,6 +27,7 @@ import math
 import numpy as np
 
 from benchmark.errors import UserError
+from benchmark.metrics.arrays import checked_features
 
 # compare_gan's `max_batch_size` default: blocks hold at most this many rows.
 DEFAULT_BLOCK_SIZE = 1024
@@ -76,21 +77,6 @@ def _block_mmd2(real: np.ndarray, fake: np.ndarray) -> float:
     return float(mean_rr + mean_ff - 2.0 * k_rf.mean())
 
 
-def _as_features(name: str, features: np.ndarray) -> np.ndarray:
-    """Convert one feature set to float64 `(n, d)` or raise a UserError."""
-    features = np.asarray(features, dtype=np.float64)
-    if features.ndim != 2:
-        raise UserError(
-            f"{name} features must have shape (n, d), got shape {features.shape}"
-        )
-    if not np.isfinite(features).all():
-        raise UserError(
-            f"{name} features contain NaN or infinite values; check the images "
-            "fed to the extractor"
-        )
-    return features
-
-
 def kernel_inception_distance(
     real_features: np.ndarray,
     fake_features: np.ndarray,
@@ -113,8 +99,8 @@ def kernel_inception_distance(
         UserError: If the shapes disagree, the features are not finite, or a
             block would hold fewer than 2 rows.
     """
-    real = _as_features("real", real_features)
-    fake = _as_features("fake", fake_features)
+    real = checked_features("real", real_features)
+    fake = checked_features("fake", fake_features)
     if real.shape[1] != fake.shape[1]:
         raise UserError(
             f"real and fake features have different widths ({real.shape[1]} and "
@@ -137,8 +123,8 @@ def kernel_inception_distance(
     estimates = np.array(
         [
             _block_mmd2(
-                real[real_bounds[i] : real_bounds[i + 1]],
-                fake[fake_bounds[i] : fake_bounds[i + 1]],
+                np.asarray(real[real_bounds[i] : real_bounds[i + 1]], np.float64),
+                np.asarray(fake[fake_bounds[i] : fake_bounds[i + 1]], np.float64),
             )
             for i in range(n_bins)
         ]

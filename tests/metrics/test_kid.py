@@ -69,6 +69,20 @@ def test_kid_blocks_match_plain_loops():
     assert stderr == pytest.approx(expected_stderr, rel=SUM_ORDER_RTOL)
 
 
+def test_kid_float32_matches_float64_copy():
+    """Check that float32 sets, converted block by block, give the bits of
+    their float64 copies and are not modified."""
+    real = _features(8, 40, 6).astype(np.float32)
+    fake = _features(9, 40, 6, shift=0.2).astype(np.float32)
+    real_before, fake_before = real.copy(), fake.copy()
+    expected = kernel_inception_distance(
+        real.astype(np.float64), fake.astype(np.float64), block_size=8
+    )
+    assert kernel_inception_distance(real, fake, block_size=8) == expected
+    assert np.array_equal(real, real_before)
+    assert np.array_equal(fake, fake_before)
+
+
 def test_kid_unequal_counts_use_own_block_sizes():
     """Check that real and fake sets of different sizes are split separately."""
     real = _features(4, 12, 3)

@@ -89,6 +89,18 @@ def test_precision_recall_independent_of_block_rows():
         assert precision_recall(real, fake, block_rows=block_rows) == whole
 
 
+def test_precision_recall_float32_matches_float64():
+    """Check that float32 sets, converted block by block, give the result of
+    their float64 copies and are not modified."""
+    real = _features(11, 80, 16).astype(np.float32)
+    fake = _features(12, 70, 16, shift=0.3).astype(np.float32)
+    real_before, fake_before = real.copy(), fake.copy()
+    expected = precision_recall(real.astype(np.float64), fake.astype(np.float64))
+    assert precision_recall(real, fake, block_rows=9) == expected
+    assert np.array_equal(real, real_before)
+    assert np.array_equal(fake, fake_before)
+
+
 def test_precision_recall_identical_sets_are_one():
     """Check that a set compared with itself is fully precise and complete."""
     features = _features(7, 50, 12)
