@@ -50,6 +50,12 @@ def _short(value: Any) -> str:
 def read_result(path: str | os.PathLike) -> tuple[dict[str, Any], Path]:
     """Read a run folder's summary.json or a result JSON file."""
     path = Path(path)
+    if not path.exists():
+        raise UserError(
+            f"no run folder or result file at {str(path)!r}; give the folder of a "
+            "`benchmark run baseline`, its summary.json, or the --out file of "
+            "`benchmark eval`"
+        )
     if path.is_dir():
         summary = path / "summary.json"
         if not summary.is_file():
@@ -59,15 +65,6 @@ def read_result(path: str | os.PathLike) -> tuple[dict[str, Any], Path]:
             )
         path = summary
     return read_json(path), path
-
-
-def _protocol_settings(protocol: dict[str, Any]) -> dict[str, Any]:
-    """Return the settings that move numbers: the spec without path and text."""
-    return {
-        key: value
-        for key, value in protocol.items()
-        if key not in ("path", "description")
-    }
 
 
 def _protocol_reasons(result: dict[str, Any], references) -> list[str]:
@@ -90,13 +87,7 @@ def _protocol_reasons(result: dict[str, Any], references) -> list[str]:
     if not reasons and isinstance(spec, dict) and packaged_file.is_file():
         packaged = specs.as_dict(specs.load_protocol(references.protocol))
         # JSON stores tuples as lists, so compare through the same conversion.
-        expected = _protocol_settings(_jsonable(packaged))
-        found = _protocol_settings(spec)
-        changed = sorted(
-            key
-            for key in set(expected) | set(found)
-            if expected.get(key) != found.get(key)
-        )
+        changed = specs.protocol_settings_changed(_jsonable(packaged), spec)
         if changed:
             reasons.append(
                 "protocol settings differ from the packaged "

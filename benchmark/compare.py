@@ -3,7 +3,8 @@
 A result file is the JSON of `benchmark eval --out`, a run's `record.json`
 or its `summary.json`. Two results are comparable only when they were made
 on stores with the same dataset, spec version and split digests, under the
-same protocol (name, version and file hash) and with the same extractor
+same protocol (name, version and every setting that can move a number; the
+file hash where a record lacks the settings) and with the same extractor
 file. Anything else changes the number for reasons other than the models.
 
 Comparable numbers need not be equal bit for bit. Bits are promised only
@@ -16,8 +17,10 @@ field that differs, including between the sessions of a resumed run.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
+from benchmark import specs
 from benchmark.errors import UserError
 from benchmark.fileio import read_json
 
@@ -37,6 +40,28 @@ def _identity(result: dict[str, Any], name: str) -> dict[str, Any]:
     return parts
 
 
+def _protocol_reasons(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """List the differences between two recorded protocols that can move numbers.
+
+    Name and version always count. Where both records contain the spec, its
+    settings are compared, except those that change no number (the Inception
+    batch). Otherwise the protocol files' SHA-256 must agree.
+    """
+    spec_a, spec_b = a.get("spec"), b.get("spec")
+    have_specs = isinstance(spec_a, dict) and isinstance(spec_b, dict)
+    fields = ("name", "version") if have_specs else ("name", "version", "file_sha256")
+    reasons = [
+        f"protocol {field}: {_short(a.get(field))} vs {_short(b.get(field))}"
+        for field in fields
+        if a.get(field) != b.get(field)
+    ]
+    if have_specs:
+        changed = specs.protocol_settings_changed(spec_a, spec_b)
+        if changed:
+            reasons.append("protocol settings differ in " + ", ".join(changed))
+    return reasons
+
+
 def _short(value: Any) -> str:
     text = str(value)
     return text[:12] + "..." if len(text) > 15 else text
@@ -54,6 +79,13 @@ def compare_results(
     Raises:
         UserError: a file is missing, not JSON, or not a result file.
     """
+    for path in (first, second):
+        if not Path(path).is_file():
+            raise UserError(
+                f"no result file at {str(path)!r}; give two result files: the "
+                "--out file of `benchmark eval`, or a run's record.json or "
+                "summary.json"
+            )
     first_result = read_json(first)
     second_result = read_json(second)
     a = _identity(first_result, str(first))
@@ -72,12 +104,7 @@ def compare_results(
                 f"{split} split digest: {_short(digests_a.get(split))} vs "
                 f"{_short(digests_b.get(split))} (different images)"
             )
-    for field in ("name", "version", "file_sha256"):
-        if a["protocol"].get(field) != b["protocol"].get(field):
-            reasons.append(
-                f"protocol {field}: {_short(a['protocol'].get(field))} vs "
-                f"{_short(b['protocol'].get(field))}"
-            )
+    reasons += _protocol_reasons(a["protocol"], b["protocol"])
     if a["extractor"].get("sha256") != b["extractor"].get("sha256"):
         reasons.append(
             f"extractor sha256: {_short(a['extractor'].get('sha256'))} vs "

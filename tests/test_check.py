@@ -141,6 +141,20 @@ def test_floor_on_other_identity_not_comparable(tmp_path, capsys, change, reason
     assert any(reason in line for line in outcome["reasons"]), outcome["reasons"]
 
 
+def test_inception_batch_is_not_part_of_the_identity(tmp_path, capsys):
+    """Check that a result evaluated at compare_gan's batch of 50 stays comparable.
+
+    The batch changes no bit of the features, so results from before the
+    protocols moved to 10 keep their references.
+    """
+    result = _floor_result(5.1546)
+    assert result["protocol"]["spec"]["inception_batch"] == 10
+    result["protocol"]["spec"]["inception_batch"] = 50
+    status, outcome = _check(_write(tmp_path, result), capsys)
+    assert status == 0
+    assert outcome["verdict"] == "pass"
+
+
 def test_floor_without_reference_names_known_ones(tmp_path, capsys):
     """Check that a sample count with no reference is a one-line error."""
     result = _floor_result(5.0)
@@ -307,3 +321,13 @@ def test_check_of_real_eval_result(synthetic_store, extractor_file, tmp_path, ca
         main(["check", str(out), "--references", str(references(measured, "f" * 64))])
         == 1
     )
+
+
+def test_missing_path_says_what_to_give(tmp_path, capsys):
+    """Check that a path that does not exist gets one line saying what to pass."""
+    missing = tmp_path / "no-such-run"
+    assert main(["check", str(missing)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert str(missing) in error
+    assert "summary.json" in error

@@ -214,3 +214,51 @@ def test_missing_fingerprint_is_reported(tmp_path, capsys):
     assert result["environment"]["bitwise_expected"] is False
     main(["compare", str(first), str(second)])
     assert "bitwise identity: unknown" in capsys.readouterr().out
+
+
+def test_missing_file_says_what_to_give(tmp_path, capsys):
+    """Check that a missing result file gets one line naming it and what to pass."""
+    present = write(tmp_path / "a.json", {"metrics": {}})
+    missing = tmp_path / "b.json"
+    assert main(["compare", str(present), str(missing)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert str(missing) in error
+    assert "record.json" in error
+
+
+def _with_spec(result: dict, **settings) -> dict:
+    result = json.loads(json.dumps(result))
+    spec = {"name": "kurach2019", "fake_seed": 42, "inception_batch": 16}
+    result["protocol"]["spec"] = {**spec, **settings}
+    return result
+
+
+def test_inception_batch_keeps_results_comparable(tmp_path):
+    """Check that protocols differing only in the Inception batch are comparable."""
+    first = write(tmp_path / "a.json", _with_spec(EVAL_RESULT))
+    changed = _with_spec(EVAL_RESULT, inception_batch=50)
+    changed["protocol"]["file_sha256"] = "f" * 64
+    second = write(tmp_path / "b.json", changed)
+    outcome = compare_results(first, second)
+    assert outcome["comparable"], outcome["reasons"]
+
+
+def test_protocol_setting_difference_is_flagged(tmp_path):
+    """Check that another fake seed in the recorded spec is not comparable."""
+    first = write(tmp_path / "a.json", _with_spec(EVAL_RESULT))
+    second = write(tmp_path / "b.json", _with_spec(EVAL_RESULT, fake_seed=7))
+    outcome = compare_results(first, second)
+    assert not outcome["comparable"]
+    assert "protocol settings differ in fake_seed" in outcome["reasons"]
+
+
+def test_file_hash_counts_without_recorded_settings(tmp_path):
+    """Check that the protocol file hash decides where a record has no spec."""
+    changed = json.loads(json.dumps(EVAL_RESULT))
+    changed["protocol"]["file_sha256"] = "f" * 64
+    outcome = compare_results(
+        write(tmp_path / "a.json", EVAL_RESULT), write(tmp_path / "b.json", changed)
+    )
+    assert not outcome["comparable"]
+    assert any("protocol file_sha256" in reason for reason in outcome["reasons"])

@@ -447,3 +447,27 @@ def load_baseline(name_or_path: str | os.PathLike) -> BaselineSpec:
 def as_dict(spec: Any) -> dict[str, Any]:
     """Return a spec as nested dicts (tuples stay tuples; JSON writes them as lists)."""
     return dataclasses.asdict(spec)
+
+
+# Protocol fields that cannot move a number: where the file is, its text, and
+# the Inception batch, which changes no bit of the features
+# (tests/test_determinism.py, tests/metrics/test_real_features.py).
+PROTOCOL_FIELDS_WITHOUT_EFFECT = ("path", "description", "inception_batch")
+
+
+def protocol_settings(protocol: dict[str, Any]) -> dict[str, Any]:
+    """Return the settings of a recorded protocol spec that can move numbers."""
+    return {
+        key: value
+        for key, value in protocol.items()
+        if key not in PROTOCOL_FIELDS_WITHOUT_EFFECT
+    }
+
+
+def protocol_settings_changed(
+    first: dict[str, Any], second: dict[str, Any]
+) -> list[str]:
+    """Return the sorted names of the settings that differ between two protocols."""
+    settings_a, settings_b = protocol_settings(first), protocol_settings(second)
+    keys = set(settings_a) | set(settings_b)
+    return sorted(key for key in keys if settings_a.get(key) != settings_b.get(key))
