@@ -52,11 +52,14 @@ def extractor(extractor_file):
 
 
 def test_features_identical_for_batch_sizes(extractor, real_images):
-    """Check features of 64 real images for batches of 1, 7, 50 and 64: same bits."""
+    """Check features of 64 real images for batches of 1, 7, 10, 50 and 64: same bits.
+
+    10 is the protocols' batch and 50 compare_gan's.
+    """
     reference, _ = FeaturePipeline(extractor, batch_size=64).features(real_images)
     assert reference.shape == (IMAGE_COUNT, 2048)
     assert np.isfinite(reference).all()
-    for batch_size in (1, 7, 50):
+    for batch_size in (1, 7, 10, 50):
         features, _ = FeaturePipeline(extractor, batch_size=batch_size).features(
             real_images
         )
