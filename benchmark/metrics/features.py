@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from benchmark.errors import UserError
+from benchmark.memory import release_free_memory
 from benchmark.metrics.extractor import (
     FEATURE_DIM,
     INPUT_SIZE,
@@ -194,7 +195,12 @@ class FeaturePipeline:
                 if logits is not None:
                     logit_parts.append(logits)
                 bar.update(features.shape[0])
-        return self._concatenate(feature_parts, logit_parts)
+        result = self._concatenate(feature_parts, logit_parts)
+        del feature_parts, logit_parts
+        # The network's working memory and the per-batch outputs are free
+        # now; returning them keeps the next stage's peak lower.
+        release_free_memory()
+        return result
 
     def _concatenate(
         self, feature_parts: list[np.ndarray], logit_parts: list[np.ndarray]

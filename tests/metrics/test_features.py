@@ -86,6 +86,18 @@ def test_features_chunking_keeps_order(synthetic_pool3_extractor):
     np.testing.assert_allclose(chunked, whole, rtol=MATMUL_RTOL, atol=1e-6)
 
 
+def test_extraction_releases_memory_after_the_last_batch(monkeypatch, pool3_pipeline):
+    """Check that extract_all releases freed memory once, after the last batch."""
+    calls = []
+    monkeypatch.setattr(
+        "benchmark.metrics.features.release_free_memory", lambda: calls.append(1)
+    )
+    images = _images(count=3)
+    features, _ = pool3_pipeline.extract_all([images, images], progress=False)
+    assert features.shape == (6, 2048)
+    assert calls == [1]
+
+
 def test_features_returns_logits_for_nvidia_layout(nvidia_pipeline):
     """Check that the NVIDIA layout yields float64 logits for each image."""
     features, logits = nvidia_pipeline.features(_images(count=3))
