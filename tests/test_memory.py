@@ -41,6 +41,6 @@ def test_release_returns_freed_heap():
 
 
 def test_release_without_malloc_trim_only_collects(monkeypatch):
-    """Check that a C library without malloc_trim is no error."""
+    """Check that release returns False, without raising, when malloc_trim is missing."""
     monkeypatch.setattr(memory, "_malloc_trim", lambda: None)
     assert memory.release_free_memory() is False

@@ -86,7 +86,7 @@ def test_features_chunking_keeps_order(synthetic_pool3_extractor):
     np.testing.assert_allclose(chunked, whole, rtol=MATMUL_RTOL, atol=1e-6)
 
 
-def test_extraction_releases_memory_after_the_last_batch(monkeypatch, pool3_pipeline):
+def test_extract_all_releases_memory_once(monkeypatch, pool3_pipeline):
     """Check that extract_all releases freed memory once, after the last batch."""
     calls = []
     monkeypatch.setattr(
